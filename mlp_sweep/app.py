@@ -1,0 +1,73 @@
+"""The Hydra application behind run.py, and how its errors reach the user."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from mlp_sweep import job
+from mlp_sweep.errors import BadInput, one_line
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# What configs may build with `_target_`: optimizers, and this project's own callbacks.
+TRUSTED_TARGETS = ("torch.optim.*", "mlp_sweep.*")
+BAD_INPUT = 2  # exit status for a config or data error, as argparse uses
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED_TARGETS)
+def _hydra_main(cfg: DictConfig) -> float:
+    try:
+        return job.run(cfg)
+    except BadInput as err:
+        if HydraConfig.get().mode == RunMode.RUN:
+            _bad_input(err)  # one run: say it and stop; in a sweep the sweeper records it
+        raise
+
+
+def main() -> None:
+    """Run Hydra; report bad input as one line and exit 2, an interrupt with exit 130."""
+    # Hydra then raises errors to us instead of printing them itself, so bad input can be
+    # reported as one line; anything unexpected still shows its full traceback.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        print("interrupted; finished runs and the summary are kept", file=sys.stderr)
+        sys.exit(130)
+    except (
+        BadInput,
+        ConfigCompositionException,
+        OmegaConfBaseException,
+        OverrideParseException,
+    ) as err:
+        _bad_input(err)
+
+
+def _bad_input(err: BaseException) -> NoReturn:
+    print(f"error: {describe(err)}", file=sys.stderr)
+    sys.exit(BAD_INPUT)
+
+
+def describe(err: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, cut to the line a user needs.
+
+    >>> describe(MissingConfigException("...", "model/foo", ["sigmoid_mse", "softmax_ce"]))
+    'model=foo is invalid: allowed: sigmoid_mse, softmax_ce'
+    """
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        return f"{group.replace('/', '.')}={name} is invalid: allowed: {', '.join(err.options)}"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else one_line(err)
+    cause = err.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        return f"{first.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
+    return first

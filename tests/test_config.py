@@ -1,0 +1,118 @@
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from mlp_sweep.app import CONFIG_DIR
+from mlp_sweep.config import validate
+from mlp_sweep.errors import ConfigError
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
+        return compose("config", overrides=list(overrides))
+
+
+def test_default_config_is_the_lecture_model_on_mnist_5k():
+    cfg = composed()
+    validate(cfg)
+    assert (cfg.model.name, cfg.model.activation, cfg.data.name) == (
+        "softmax_ce",
+        "sigmoid",
+        "mnist_5k",
+    )
+    assert (cfg.hidden, cfg.init_std, cfg.batch_size, cfg.lr, cfg.seed) == (100, 0.1, 100, 0.1, 1)
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == cfg.lr
+
+
+@pytest.mark.parametrize(
+    ("experiment", "variant"),
+    [("l09_softmax_ce", "softmax_ce"), ("l09_sigmoid_mse", "sigmoid_mse")],
+)
+def test_lecture_experiments_pin_the_notebook_setup(experiment, variant):
+    cfg = composed(f"experiment={experiment}")
+    validate(cfg)
+    assert cfg.model.name == variant and cfg.model.activation == "sigmoid"
+    assert (cfg.data.name, cfg.data.val_size) == ("mnist", 0)  # all 60,000 training images
+    assert (cfg.hidden, cfg.init_std, cfg.batch_size, cfg.epochs, cfg.seed) == (
+        100,
+        0.1,
+        100,
+        100,
+        1,
+    )
+    assert OmegaConf.to_container(cfg.optimizer, resolve=True) == {
+        "_target_": "torch.optim.SGD",
+        "_partial_": True,
+        "lr": 0.1,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+    }
+
+
+def test_command_line_values_override_an_experiment():
+    cfg = composed("experiment=l09_softmax_ce", "epochs=3", "data.root=/data")
+    assert (cfg.epochs, cfg.data.root) == (3, "/data")
+
+
+def test_groups_swap_variant_data_and_optimizer():
+    cfg = composed("model=sigmoid_mse", "data=fashion_mnist", "optimizer=adam", "lr=0.003")
+    assert (cfg.model.name, cfg.data.name) == ("sigmoid_mse", "fashion_mnist")
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 0.003
+
+
+def test_hidden_accepts_a_list_for_several_layers():
+    cfg = composed("hidden=[256,128]")
+    validate(cfg)
+    assert list(cfg.hidden) == [256, 128]
+
+
+@pytest.mark.parametrize(
+    "override", ["batch_size=abc", "lr=fast", "hiden=100", "model=foo", "seed=1.5"]
+)
+def test_schema_rejects_typos_and_wrong_types_while_composing(override):
+    with pytest.raises(ConfigCompositionException):
+        composed(override)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("hidden=0", "hidden=0 is invalid: must be a positive integer or a list of them"),
+        ("hidden=[64,-1]", "hidden=[64, -1] is invalid"),
+        ("hidden=[]", "hidden=[] is invalid"),
+        ("hidden=wide", "hidden='wide' is invalid"),
+        ("init_std=0", "init_std=0.0 is invalid: must be a number > 0, or null"),
+        ("init_std=-0.1", "init_std=-0.1 is invalid"),
+        ("batch_size=0", "batch_size=0 is invalid: must be an integer > 0"),
+        ("lr=0", "lr=0.0 is invalid: must be a number > 0"),
+        ("lr=inf", "lr=inf is invalid"),
+        ("epochs=0", "epochs=0 is invalid: must be an integer > 0"),
+        ("seed=-1", "seed=-1 is invalid: must be an integer >= 0"),
+        (
+            "model.activation=softplus",
+            "model.activation='softplus' is invalid: allowed: sigmoid, relu, tanh",
+        ),
+        ("device=gpu", "device='gpu' is invalid: allowed: auto, cpu, cuda, cuda:N, mps"),
+        ("objective=test_acc", "objective='test_acc' is invalid: the test set is never used"),
+        ("objective=accuracy", "objective='accuracy' is invalid: allowed: train_loss"),
+        ("+extra=1", "extra is not a config key"),
+        ("optimizer._target_=torch.optim.Nope", "optimizer._target_='torch.optim.Nope' is invalid"),
+    ],
+)
+def test_validate_names_the_key_the_value_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(composed(override))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_validation_objective_needs_a_validation_set():
+    with pytest.raises(ConfigError, match=r"needs a validation set but data.val_size=0"):
+        validate(composed("experiment=l09_softmax_ce", "objective=val_acc"))
+
+
+def test_init_std_null_means_pytorch_default_init():
+    cfg = composed("init_std=null")
+    validate(cfg)
+    assert cfg.init_std is None

@@ -1,0 +1,99 @@
+"""`python run.py ...` for one run, called in-process in a temporary folder."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mlp_sweep.model import MLP
+from mlp_sweep.records import EPOCH_FIELDS, METRICS
+
+
+def only_run_dir(root: Path) -> Path:
+    (metrics,) = root.glob("outputs/runs/*/metrics.json")
+    return metrics.parent
+
+
+def test_a_run_writes_metrics_history_curves_and_model(run_app, tmp_path):
+    result = run_app("epochs=2", "hidden=32")
+    assert result.code == 0, result.err
+    run_dir = only_run_dir(tmp_path)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "complete" and m["error"] is None
+    assert m["epochs_run"] == 2 and len(m["history"]) == 2
+    assert set(m["final"]) == set(METRICS)
+    assert m["objective"] == {
+        "metric": "val_acc",
+        "direction": "maximize",
+        "value": m["final"]["val_acc"],
+    }
+    assert m["params"]["hidden"] == [32] and m["params"]["lr"] == 0.1 and m["seed"] == 1
+    assert m["overrides"] == ["epochs=2", "hidden=32"]
+    assert {"python", "torch", "hydra-core", "omegaconf"} <= set(m["versions"])
+    assert m["seconds"]["total"] >= m["seconds"]["train"] > 0
+
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history.columns) == list(EPOCH_FIELDS) and len(history) == 2
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    model = MLP(784, [32], 10)
+    model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+
+
+def test_the_same_config_twice_gives_identical_metrics(run_app, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        assert run_app("epochs=2", f"hydra.run.dir=runs/{name}").code == 0
+        runs.append(json.loads((tmp_path / "runs" / name / "metrics.json").read_text()))
+    assert runs[0]["final"] == runs[1]["final"]
+    assert [e["train_loss"] for e in runs[0]["history"]] == [
+        e["train_loss"] for e in runs[1]["history"]
+    ]
+
+
+def test_several_hidden_layers_train(run_app, tmp_path):
+    assert (
+        run_app(
+            "epochs=1", "hidden=[64,32]", "model.activation=relu", "optimizer=adam", "lr=0.001"
+        ).code
+        == 0
+    )
+    m = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    assert m["params"]["hidden"] == [64, 32] and m["final"]["val_acc"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["model=foo"], "model=foo is invalid: allowed: sigmoid_mse, softmax_ce"),
+        (["data=imagenet"], "data=imagenet is invalid: allowed: fashion_mnist, mnist, mnist_5k"),
+        (["optimizer=rmsprop"], "optimizer=rmsprop is invalid: allowed: adam, sgd"),
+        (["hiden=100"], "Key 'hiden' not in 'Config'. Did you mean: 'hidden'?"),
+        (["batch_size=big"], "batch_size=big"),
+        (["hidden=-5"], "hidden=-5 is invalid"),
+        (["hidden=[100,0]"], "hidden=[100, 0] is invalid"),
+        (["init_std=0"], "init_std=0.0 is invalid"),
+        (["batch_size=0"], "batch_size=0 is invalid"),
+        (["lr=-0.1"], "lr=-0.1 is invalid"),
+        (["epochs=0"], "epochs=0 is invalid"),
+        (["objective=val_f1"], "objective='val_f1' is invalid"),
+        (
+            ["optimizer=adam", "optimizer.betas=[2,0.9]"],
+            "optimizer (torch.optim.Adam) cannot be built",
+        ),
+        (["data=mnist", "data.root=nowhere"], "MNIST/raw lacks"),
+        (["-m", "lr=0.1,-1"], "lr=-1.0 is invalid"),
+        (["-m", "model=softmax_ce,foo"], "model=foo is invalid"),
+    ],
+)
+def test_bad_input_fails_with_one_line_and_leaves_no_results(run_app, tmp_path, args, says):
+    result = run_app("epochs=1", *args)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and says in lines[-1]
+    assert not list(tmp_path.rglob("metrics.json"))
+    assert not list(tmp_path.rglob("summary.csv"))
+    if "-m" in args:  # a sweep is checked whole before any folder is made
+        assert not (tmp_path / "outputs").exists()

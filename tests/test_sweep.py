@@ -1,0 +1,61 @@
+"""`python run.py -m ...` end to end, as a subprocess in a temporary folder."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from conftest import REPO
+
+
+def sweep_dirs(root: Path) -> list[Path]:
+    return sorted((root / "outputs" / "sweeps").iterdir())
+
+
+def test_grid_leaves_a_folder_per_job_and_a_summary_with_a_row_each(run_script, tmp_path):
+    result = run_script("-m", "hidden=50,100,200", "epochs=3")
+    assert result.code == 0, result.err
+    (sweep,) = sweep_dirs(tmp_path)
+    jobs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
+    assert jobs == ["0", "1", "2"]
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert sorted(summary["hidden"]) == [50, 100, 200]
+    assert (summary["status"] == "complete").all() and (summary["epochs_run"] == 3).all()
+    for job in jobs:
+        m = json.loads((sweep / job / "metrics.json").read_text())
+        row = summary[summary["run"] == int(job)].iloc[0]
+        assert row["val_acc"] == m["final"]["val_acc"] and row["hidden"] == m["params"]["hidden"][0]
+    assert (sweep / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    report = (sweep / "summary.md").read_text()
+    assert "ranked by val_acc" in report and "Best: run" in report
+    assert report.strip() in result.out  # the ranked table is printed at the end
+
+
+def test_eight_run_grid_has_eight_rows_with_each_swept_column(run_script, tmp_path):
+    args = ["model=sigmoid_mse,softmax_ce", "init_std=0.01,0.1", "batch_size=32,100", "epochs=1"]
+    assert run_script("-m", *args).code == 0
+    summary = pd.read_csv(sweep_dirs(tmp_path)[0] / "summary.csv")
+    assert len(summary) == 8
+    combos = set(zip(summary["model"], summary["init_std"], summary["batch_size"]))
+    assert len(combos) == 8
+
+
+def test_runs_that_differ_only_in_seed_are_grouped(run_script, tmp_path):
+    assert run_script("-m", "hidden=20,40", "seed=1,2", "epochs=1").code == 0
+    report = (sweep_dirs(tmp_path)[0] / "summary.md").read_text()
+    section = report.split("differ only in seed")[1]
+    rows = [line for line in section.splitlines() if line.startswith("|") and "±" in line]
+    assert len(rows) == 2  # hidden=20 and hidden=40, two seeds each
+
+
+def test_two_sweeps_started_together_get_separate_folders(tmp_path):
+    command = [sys.executable, str(REPO / "run.py"), "-m", "hidden=10", "epochs=1"]
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    sweeps = sweep_dirs(tmp_path)
+    assert len(sweeps) == 2
+    assert all(len(list(s.glob("*/metrics.json"))) == 1 for s in sweeps)
