@@ -9,17 +9,22 @@ from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mlp_sweep import job
-from mlp_sweep.errors import BadInput, one_line
+from mlp_sweep.errors import BadInput, SweepFailed, one_line
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # What configs may build with `_target_`: optimizers, and this project's own callbacks.
-TRUSTED_TARGETS = ("torch.optim.*", "mlp_sweep.*")
+TRUSTED_TARGETS = ("torch.optim.*", "optuna.pruners.*", "mlp_sweep.*")
 BAD_INPUT = 2  # exit status for a config or data error, as argparse uses
 
 
@@ -38,6 +43,11 @@ def main() -> None:
     # Hydra then raises errors to us instead of printing them itself, so bad input can be
     # reported as one line; anything unexpected still shows its full traceback.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    # A search is always a multirun. Hydra 1.4 takes hydra.mode only from the command line or
+    # the primary config, so an hparams_search config cannot set it: it is said here instead.
+    args = sys.argv[1:]
+    if any(a.startswith("hparams_search=") for a in args) and not {"-m", "--multirun"} & set(args):
+        sys.argv.insert(1, "--multirun")
     try:
         _hydra_main()
     except KeyboardInterrupt:
@@ -50,6 +60,13 @@ def main() -> None:
         OverrideParseException,
     ) as err:
         _bad_input(err)
+    except InstantiationException as err:  # a plugin's constructor refused its settings
+        if isinstance(err.__cause__, BadInput):
+            _bad_input(err.__cause__)
+        raise
+    except SweepFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _bad_input(err: BaseException) -> NoReturn:

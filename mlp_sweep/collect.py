@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 INCOMPLETE = "incomplete"  # a run folder without a usable metrics.json
 # Config keys that never tell runs apart in a useful way.
-_NOT_PARAMS = {"data.cache_dir", "save_model", "tags"}
+_NOT_PARAMS = {"data.cache_dir", "save_model", "tags", "trial"}
 _FIXED_COLUMNS = (
     "sweep",
     "run",
@@ -180,7 +180,12 @@ def to_markdown(c: Collection, title: str, sort: str | None = None, top: int | N
 
 def setting(run: pd.Series, params: Sequence[str]) -> str:
     """A run's swept values as ``hidden=50, lr=0.1``."""
-    return ", ".join(f"{p}={run[p]}" for p in params if not p.startswith("trial_")) or "one setting"
+    shown = [f"{p}={_short(run[p])}" for p in params if p != "trial"]
+    return ", ".join(shown) or "one setting"
+
+
+def _short(value: Any) -> Any:
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def write_summary(sweep_dir: Path, metric: str | None = None) -> Collection:
@@ -239,16 +244,16 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
         # A run that did not finish is shown with its last epoch's figures.
         **{k: final.get(k, last.get(k, math.nan)) for k in records.METRICS},
     }
-    for key, value in (m.get("trial") or {}).items():
-        row[f"trial_{key}"] = value
+    if m.get("trial"):
+        row["trial"] = m["trial"]["number"]
     return row, history
 
 
 def _varying(runs: pd.DataFrame) -> list[str]:
     """Parameter columns whose values differ between runs, minus those a varying config
     group already determines (``optimizer.momentum`` when ``optimizer`` varies)."""
-    fixed = {*_FIXED_COLUMNS, "label", "objective"}
-    candidates = [c for c in runs.columns if c not in fixed and not c.startswith("trial_")]
+    fixed = {*_FIXED_COLUMNS, "label", "objective", "trial"}
+    candidates = [c for c in runs.columns if c not in fixed]
     varying = [c for c in candidates if runs[c].astype(str).nunique() > 1]
     groups = [c for c in varying if "." not in c]
     keep = []
@@ -257,7 +262,7 @@ def _varying(runs: pd.DataFrame) -> list[str]:
         if "." in col and group in groups and _determined_by(runs, group, col):
             continue
         keep.append(col)
-    trial = [c for c in runs.columns if c.startswith("trial_")]
+    trial = ["trial"] if "trial" in runs.columns else []  # Optuna's trial number, first
     return trial + sorted(keep, key=lambda c: ("." in c, c))
 
 

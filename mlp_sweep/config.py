@@ -55,6 +55,7 @@ class Config:
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     objective: str = "val_acc"
+    trial: int | None = None  # the Optuna trial this run is; set by the search sweeper
     save_model: bool = True
     tags: list[str] = field(default_factory=list)
 

@@ -15,6 +15,10 @@ class DataError(BadInput):
     """The data set cannot be found or read."""
 
 
+class SweepFailed(RuntimeError):
+    """A sweep stopped because too many of its runs failed."""
+
+
 def one_line(err: BaseException) -> str:
     """The first paragraph of an error message, joined into one line.
 

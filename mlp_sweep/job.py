@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import math
+import os
 import platform
 import re
 import time
@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -26,6 +27,7 @@ from mlp_sweep.config import hidden_sizes, validate
 from mlp_sweep.errors import ConfigError, one_line
 from mlp_sweep.model import LOSSES, MLP
 from mlp_sweep.plots import plot_curves
+from mlp_sweep.search import parallel_jobs, trial_reporter
 from mlp_sweep.train import evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -86,15 +88,16 @@ def run(cfg: DictConfig) -> float:
     """Train one configuration in the current Hydra job folder and return its objective.
 
     Writes metrics.json (updated after every epoch), history.csv, curves.png and model.pt.
+    In an Optuna search (``cfg.trial`` set) each epoch's objective goes to the study, and a
+    pruned run returns the objective of its last epoch.
     """
     validate(cfg)
     hydra_cfg = HydraConfig.get()
-    out = Path(hydra_cfg.runtime.output_dir)
     started = time.perf_counter()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    threads = cfg.threads or threads_for(parallel_jobs(hydra_cfg.launcher))
+    if threads:
+        torch.set_num_threads(threads)
     device = pick_device(cfg.device)
-
     splits = data_mod.load(
         cfg.data.name,
         device=device,
@@ -103,8 +106,6 @@ def run(cfg: DictConfig) -> float:
         download=cfg.data.download,
         cache_dir=cfg.data.cache_dir,
     )
-    data_seconds = time.perf_counter() - started
-
     torch.manual_seed(cfg.seed)
     model = MLP(
         splits.num_features,
@@ -115,47 +116,19 @@ def run(cfg: DictConfig) -> float:
     ).to(device)
     loss_fn = LOSSES[cfg.model.name]
     optimizer = build_optimizer(cfg.optimizer, model)
-    generator = torch.Generator().manual_seed(cfg.seed)
 
-    record: dict[str, Any] = {
-        "schema_version": records.SCHEMA_VERSION,
-        "status": records.RUNNING,
-        "error": None,
-        "objective": {
-            "metric": cfg.objective,
-            "direction": records.direction(cfg.objective),
-            "value": None,
-        },
-        "params": params_of(cfg),
-        "overrides": list(hydra_cfg.overrides.task),
-        "choices": {
-            k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")
-        },
-        "final": {},
-        "epochs_run": 0,
-        "history": [],
-        "seconds": {"data": data_seconds, "train": 0.0, "total": 0.0},
-        "seed": cfg.seed,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "started_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "finished_at": None,
-        "versions": _versions(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-
-    def save(status: str) -> None:
-        record["status"] = status
-        record["seconds"]["total"] = time.perf_counter() - started
-        records.write_json(out / records.METRICS_FILE, record)
+    out = Path(hydra_cfg.runtime.output_dir)
+    record = RunRecord(out, cfg, hydra_cfg, device, started)
+    report = None
+    if cfg.trial is not None:
+        report = trial_reporter(cfg.trial, hydra_cfg.sweeper, cfg.objective, out)
+        record.data["trial"] = {"number": cfg.trial, "study": hydra_cfg.sweeper.study_name}
 
     def on_epoch(epoch: dict[str, float]) -> None:
-        record["history"].append(epoch)
-        record["epochs_run"] = epoch["epoch"]
-        record["seconds"]["train"] += epoch["seconds"]
-        save(records.RUNNING)
+        record.add_epoch(epoch)
+        if report is not None:
+            report(epoch)
 
-    save(records.RUNNING)
     try:
         fit(
             model,
@@ -164,50 +137,123 @@ def run(cfg: DictConfig) -> float:
             splits,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
-            generator=generator,
+            generator=torch.Generator().manual_seed(cfg.seed),
             on_epoch=on_epoch,
         )
+        final = {}
         for split in ("train", "val", "test"):
-            loss, acc = evaluate(model, loss_fn, getattr(splits, split))
-            record["final"][f"{split}_loss"] = loss
-            record["final"][f"{split}_acc"] = acc
+            final[f"{split}_loss"], final[f"{split}_acc"] = evaluate(
+                model, loss_fn, getattr(splits, split)
+            )
+    except optuna.TrialPruned as pruned:
+        value = record.data["history"][-1][cfg.objective]
+        record.finish(records.PRUNED, objective=value, error=str(pruned))
+        return value
     except KeyboardInterrupt:
-        _finish(record, out, records.INTERRUPTED, save, "interrupted by the user")
+        record.finish(records.INTERRUPTED, error="interrupted by the user")
         raise
     except Exception as err:
-        _finish(record, out, records.FAILED, save, f"{type(err).__name__}: {err}")
+        record.finish(records.FAILED, error=f"{type(err).__name__}: {one_line(err)}")
         raise
-    value = record["final"][cfg.objective]
-    record["objective"]["value"] = value
     if cfg.save_model:
         records.atomic_write(
             out / records.MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp)
         )
-    _finish(record, out, records.COMPLETE, save)
+    value = final[cfg.objective]
+    record.finish(records.COMPLETE, objective=value, final=final)
     log.info(
         "%s  %s %.4f  test_acc %.4f  (%d epochs, %.1fs)",
         out.name,
         cfg.objective,
         value,
-        record["final"]["test_acc"],
-        record["epochs_run"],
-        record["seconds"]["total"],
+        final["test_acc"],
+        record.data["epochs_run"],
+        record.data["seconds"]["total"],
     )
-    return value if math.isfinite(value) else math.nan
+    return value
 
 
-def _finish(
-    record: dict[str, Any], out: Path, status: str, save: Any, error: str | None = None
-) -> None:
-    record["error"] = error
-    record["finished_at"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    if record["history"]:
-        history = pd.DataFrame(record["history"], columns=records.EPOCH_FIELDS)
-        records.atomic_write(
-            out / records.HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False)
-        )
-        plot_curves(history, out / records.CURVES_FILE, title=out.name)
-    save(status)
+def threads_for(workers: int) -> int | None:
+    """Torch threads per job when ``workers`` jobs share the machine (None: torch's default),
+    so that workers x threads never exceeds the cores."""
+    if workers <= 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+class RunRecord:
+    """metrics.json of one run, kept in memory and rewritten atomically as the run goes."""
+
+    def __init__(
+        self,
+        out: Path,
+        cfg: DictConfig,
+        hydra_cfg: DictConfig,
+        device: torch.device,
+        started: float,
+    ) -> None:
+        self.out = out
+        self.started = started
+        self.data: dict[str, Any] = {
+            "schema_version": records.SCHEMA_VERSION,
+            "status": records.RUNNING,
+            "error": None,
+            "objective": {
+                "metric": cfg.objective,
+                "direction": records.direction(cfg.objective),
+                "value": None,
+            },
+            "params": params_of(cfg),
+            "overrides": list(hydra_cfg.overrides.task),
+            "choices": {
+                k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")
+            },
+            "trial": None,
+            "final": {},
+            "epochs_run": 0,
+            "history": [],
+            "seconds": {"data": time.perf_counter() - started, "train": 0.0, "total": 0.0},
+            "seed": cfg.seed,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "started_at": _now(),
+            "finished_at": None,
+            "versions": _versions(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        self.save()
+
+    def save(self) -> None:
+        self.data["seconds"]["total"] = time.perf_counter() - self.started
+        records.write_json(self.out / records.METRICS_FILE, self.data)
+
+    def add_epoch(self, epoch: dict[str, float]) -> None:
+        self.data["history"].append(epoch)
+        self.data["epochs_run"] = epoch["epoch"]
+        self.data["seconds"]["train"] += epoch["seconds"]
+        self.save()
+
+    def finish(
+        self,
+        status: str,
+        objective: float | None = None,
+        final: dict[str, float] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Write history.csv and curves.png, then the final metrics.json."""
+        self.data.update(status=status, error=error, finished_at=_now(), final=final or {})
+        self.data["objective"]["value"] = objective
+        if self.data["history"]:
+            history = pd.DataFrame(self.data["history"], columns=records.EPOCH_FIELDS)
+            records.atomic_write(
+                self.out / records.HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False)
+            )
+            plot_curves(history, self.out / records.CURVES_FILE, title=self.out.name)
+        self.save()
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def _versions() -> dict[str, str]:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
-from mlp_sweep.records import atomic_write
+from mlp_sweep.records import STUDY_PLOTS, atomic_write
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO notes are not ours
 
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:
@@ -25,6 +35,7 @@ def plot_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:
     _label(ax_loss, "loss")
     _label(ax_acc, "accuracy")
     fig.suptitle(title)
+    fig.tight_layout()
     _save(fig, path)
 
 
@@ -41,9 +52,14 @@ def plot_summary(
     curve = "val_acc" if metric.endswith("_acc") else "val_loss"
     if not any(h[curve].notna().any() for h in histories.values()):
         curve = curve.replace("val_", "train_")
-    ncols = max(2, len(params))
-    fig, axes = plt.subplots(2, ncols, figsize=(4.5 * ncols, 8), squeeze=False)
-    ax_curve, ax_loss = axes[0][0], axes[0][1]
+    ncols = 4
+    rows = 1 + -(-len(params) // ncols)  # the curves, then the parameters, 4 to a row
+    fig, axes = plt.subplots(rows, ncols, figsize=(4.5 * ncols, 3.8 * rows), squeeze=False)
+    # The curves take two panels each: a wide panel reads better than a legend.
+    for ax in axes[0]:
+        ax.remove()
+    ax_curve = fig.add_subplot(rows, 2, 1)
+    ax_loss = fig.add_subplot(rows, 2, 2)
     for run, history in histories.items():
         label = runs.at[run, "legend"] if run in runs.index else run
         ax_curve.plot(history["epoch"], history[curve], label=label, alpha=0.8)
@@ -53,21 +69,48 @@ def plot_summary(
     if len(histories) > 12:  # a legend of more runs hides the curves
         ax_curve.get_legend().remove()
         ax_loss.get_legend().remove()
-    for ax in axes[0][2:]:
-        ax.axis("off")
-    for ax, param in zip(axes[1], params):
+    scatter_axes = axes[1:].ravel()
+    for ax, param in zip(scatter_axes, params):
         _scatter(ax, runs, param, metric)
-    for ax in axes[1][len(params) :]:
+    for ax in scatter_axes[len(params) :]:
         ax.axis("off")
     fig.suptitle(f"{len(runs)} runs; {metric} against each swept parameter")
+    fig.tight_layout()
     _save(fig, path)
+
+
+def plot_study(study: optuna.Study, folder: Path) -> None:
+    """Optuna's optimisation history, parameter importances, parallel coordinates and slice
+    plots, each as a PNG in ``folder``; a plot the study cannot make yet is skipped."""
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    makers = (
+        optuna_plots.plot_optimization_history,
+        optuna_plots.plot_param_importances,
+        optuna_plots.plot_parallel_coordinate,
+        optuna_plots.plot_slice,
+    )
+    for name, make in zip(STUDY_PLOTS, makers):
+        try:
+            with warnings.catch_warnings():  # experimental plots, and layout notes
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                axes = make(study)
+                figure = np.ravel(axes)[0].figure
+                figure.tight_layout()
+        except (ValueError, RuntimeError, ZeroDivisionError) as err:
+            log.info("skipped %s: %s", name, err)
+            plt.close("all")
+            continue
+        _save(figure, folder / name)
 
 
 def _scatter(ax: plt.Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     values = pd.to_numeric(runs[param], errors="coerce")
     if values.notna().all():
         ax.scatter(values, runs[metric])
-        if values.min() > 0 and values.max() / values.min() >= 100:
+        if values.min() > 0 and values.max() / values.min() >= 20:
             ax.set_xscale("log")
     else:  # categories, lists of layer widths, or a mix with None
         labels = runs[param].astype(str)
@@ -87,6 +130,5 @@ def _label(ax: plt.Axes, ylabel: str) -> None:
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

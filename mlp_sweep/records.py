@@ -27,6 +27,13 @@ CHECKPOINT_FILE = "checkpoint.pt"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 SUMMARY_PNG = "summary.png"
+# Optuna's own figures, beside the summary of a search.
+STUDY_PLOTS = (
+    "optuna_history.png",
+    "optuna_importances.png",
+    "optuna_parallel.png",
+    "optuna_slice.png",
+)
 
 # Metric names, each with the direction in which it improves.
 METRICS: dict[str, str] = {

@@ -1,0 +1,442 @@
+"""Guided search with Optuna: a persistent study that resumes, prunes, and survives failures.
+
+:class:`SearchSweeper` is the sweeper of hydra-optuna-sweeper (``OptunaSweeperImpl``) with its
+``sweep`` loop replaced, registered as the Hydra sweeper option ``search``. Each batch of
+trials still goes through Hydra's launcher, so ``hydra/launcher=joblib`` runs them in parallel.
+What the loop adds:
+
+- resume: the study lives in a storage (SQLite by default) and a re-run counts the trials
+  already finished, so ``n_trials`` is a total, not an increment;
+- heartbeats: the sweeper records one for every trial it launched; trials of a sweep that was
+  killed go stale, are marked failed and are queued again with the same parameters;
+- pruning: jobs report their per-epoch objective to the study (:func:`trial_reporter`) and stop
+  when the configured pruner says so; the sweeper then records the trial as PRUNED;
+- failures: a trial that raises or diverges is recorded as FAIL with its error; the sweep
+  goes on until more than ``max_failure_rate`` of ``n_trials`` have failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_params_from_overrides,
+)
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from mlp_sweep import records
+from mlp_sweep.errors import ConfigError, SweepFailed, one_line
+from mlp_sweep.plots import plot_study
+
+log = logging.getLogger(__name__)
+# Optuna warns when heartbeats are used outside study.optimize and that stale-trial handling
+# is experimental; both are used here on purpose, as the module docstring explains.
+warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+# User attributes that jobs and the sweeper leave on a trial, through the study's storage.
+RUN_DIR = "run_dir"  # the trial's job folder
+PRUNED_AT = "pruned_at"  # the epoch after which the job stopped on the pruner's word
+ERROR = "error"  # why the trial failed; only trials that ran to an end get one
+_TRUSTED = {
+    "sampler": ("optuna.samplers.*", "hydra_plugins.hydra_optuna_sweeper.*"),
+    "pruner": ("optuna.pruners.*",),
+}
+
+
+@dataclass
+class SearchSweeperConf(OptunaSweeperConf):
+    _target_: str = "mlp_sweep.search.SearchSweeper"
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    direction: Any = None  # follows from `objective`; set it only to assert it
+    n_jobs: int = 0  # trials per batch; 0: as many as the launcher runs at once
+    max_failure_rate: float = 0.5  # of n_trials; the sweep stops once more have failed
+    seed: int | None = 1  # given to the sampler unless the sampler config sets its own
+    constant_liar: bool = True  # for TPE: parallel trials of a batch do not repeat a point
+    pruner: Any = MISSING  # filled by the hydra/sweeper/pruner group (none by default)
+    enqueue: list[Any] = field(default_factory=list)  # parameter sets to try first
+    heartbeat_interval: int = 10  # seconds
+    grace_period: int = 30  # seconds without a heartbeat before a running trial is stale
+    max_retry: int = 3  # times a stale trial is queued again
+
+
+@dataclass
+class NopPrunerConf:
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class MedianPrunerConf:
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 3
+    n_warmup_steps: int = 2
+    interval_steps: int = 1
+
+
+@dataclass
+class SuccessiveHalvingPrunerConf:
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = 1
+    reduction_factor: int = 3
+    min_early_stopping_rate: int = 0
+
+
+@dataclass
+class HyperbandPrunerConf:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+
+
+_store = ConfigStore.instance()
+_store.store(group="hydra/sweeper", name="search", node=SearchSweeperConf)
+for _name, _node in {
+    "none": NopPrunerConf,
+    "median": MedianPrunerConf,
+    "successive_halving": SuccessiveHalvingPrunerConf,
+    "hyperband": HyperbandPrunerConf,
+}.items():
+    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node)
+
+
+class SearchSweeper(OptunaSweeperImpl):
+    """hydra-optuna-sweeper's sweeper with resume, heartbeats, pruning and failure handling."""
+
+    def __init__(
+        self,
+        *,
+        sampler: DictConfig,
+        pruner: DictConfig | None,
+        seed: int | None,
+        constant_liar: bool,
+        enqueue: Sequence[dict[str, Any]],
+        heartbeat_interval: int,
+        grace_period: int,
+        max_retry: int,
+        **optuna_sweeper: Any,
+    ) -> None:
+        rate = optuna_sweeper["max_failure_rate"]
+        if not 0 <= rate <= 1:
+            raise ConfigError(
+                f"hydra.sweeper.max_failure_rate={rate} is invalid: must be between 0 and 1"
+            )
+        # The sampler is built in sweep(), once the study shows how many trials it has.
+        super().__init__(sampler=None, **optuna_sweeper)
+        self.sampler_settings = OmegaConf.to_container(sampler)
+        if seed is not None and self.sampler_settings.get("seed", "absent") is None:
+            self.sampler_settings["seed"] = seed
+        if "constant_liar" in self.sampler_settings:
+            self.sampler_settings["constant_liar"] = constant_liar
+        self.pruner = pruner
+        self.enqueue = [OmegaConf.to_container(p) for p in enqueue]
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retry = max_retry
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        wanted = records.direction(config.objective)
+        if self.direction not in (None, wanted):
+            raise ConfigError(
+                f"hydra.sweeper.direction={self.direction} contradicts objective="
+                f"{config.objective}, which is to {wanted}; leave the direction unset"
+            )
+        self.direction = wanted
+        if self.n_jobs <= 0:
+            self.n_jobs = parallel_jobs(config.hydra.launcher)
+
+    def sweep(self, arguments: list[str]) -> None:
+        self._process_searchspace_config()
+        space, fixed, fixed_overrides = create_params_from_overrides(
+            [*self._parse_sweeper_params_config(), *arguments]
+        )
+        for name in fixed:
+            space.pop(name, None)
+        storage = self._open_storage()
+        self.sampler = self._sampler(storage)
+        self._use_grid(space)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        for params in self.enqueue:
+            study.enqueue_trial(params, skip_if_exists=True)
+        log.info(
+            "study %s: %d of %d trials finished; sampler %s, %d per batch, storage %s",
+            study.study_name,
+            _finished(study),
+            self.n_trials,
+            type(self.sampler).__name__,
+            self.n_jobs,
+            self.storage,
+        )
+        failures = 0
+        with _Heartbeats(storage, self.heartbeat_interval) as heartbeats:
+            while (batch := self._batch_size(study)) is not None:
+                if batch == 0:  # only trials of other workers are left; wait for them
+                    time.sleep(min(self.heartbeat_interval, 5))
+                    continue
+                trials = [study.ask() for _ in range(batch)]
+                heartbeats.add(trials)
+                overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
+                jobs = [(*o, f"trial={t.number}") for o, t in zip(overrides, trials)]
+                try:
+                    returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+                except KeyboardInterrupt:
+                    for trial in trials:
+                        _retry(study, trial)
+                    raise
+                failures += sum(_tell(study, t, r) for t, r in zip(trials, returns))
+                heartbeats.remove(trials)
+                if failures > self.max_failure_rate * self.n_trials:
+                    raise SweepFailed(
+                        f"{failures} trials failed, more than max_failure_rate="
+                        f"{self.max_failure_rate} of n_trials={self.n_trials}; stopping the "
+                        f"search (the errors are in {self.sweep_dir}/{records.SUMMARY_MD})"
+                    )
+        self._report(study)
+
+    def _sampler(self, storage: Any) -> optuna.samplers.BaseSampler:
+        """The configured sampler. A study that already has trials offsets its seed by their
+        count, so a resumed search never replays the draws of its first session."""
+        settings = dict(self.sampler_settings)
+        if settings.get("seed") is not None:
+            try:
+                study = optuna.load_study(study_name=self.study_name, storage=storage)
+                settings["seed"] += len(study.get_trials(deepcopy=False))
+            except KeyError:  # a new study
+                pass
+        return instantiate(settings, _execution_whitelist_=_TRUSTED["sampler"])
+
+    def _batch_size(self, study: optuna.Study) -> int | None:
+        """How many trials to ask for next: None when the study has its total."""
+        optuna.storages.fail_stale_trials(study)
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        to_go = self.n_trials - _finished(study) - running
+        if to_go > 0:
+            return min(to_go, self.n_jobs)
+        return 0 if running else None
+
+    def _open_storage(self) -> Any:
+        url = self.storage
+        if not _is_rdb(url):
+            return url  # None (in memory) or a storage such as a journal file: no heartbeats
+        try:
+            return open_rdb(
+                url,
+                heartbeat_interval=self.heartbeat_interval,
+                grace_period=self.grace_period,
+                heartbeat_stale_trial_callback=functools.partial(_stale, max_retry=self.max_retry),
+            )
+        except Exception as err:
+            raise ConfigError(
+                f"hydra.sweeper.storage={url!r} cannot be opened: {one_line(err)}"
+            ) from None
+
+    def _use_grid(self, space: dict[str, Any]) -> None:
+        """GridSampler needs the search space itself, and the grid bounds the trial count."""
+        sampler = self.sampler
+        if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
+            grid = {name: self._to_grid_sampler_choices(d) for name, d in space.items()}
+            self.sampler = sampler(grid)
+            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
+
+    def _report(self, study: optuna.Study) -> None:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        sweep_dir = Path(self.sweep_dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        plot_study(study, sweep_dir)
+        if not done:
+            log.warning("study %s has no complete trial yet", study.study_name)
+            return
+        best = study.best_trial
+        OmegaConf.save(
+            {"name": "optuna", "best_params": best.params, "best_value": best.value},
+            sweep_dir / "optimization_results.yaml",
+        )
+        params = ", ".join(f"{k}={v}" for k, v in best.params.items())
+        where = best.user_attrs.get(RUN_DIR, sweep_dir)
+        print(
+            f"Best trial: #{best.number} of {len(study.trials)}: {self.config.objective} "
+            f"{best.value:.4f} ({params}), in {where}",
+            flush=True,
+        )
+
+
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+def open_rdb(url: str, **heartbeat: Any) -> RDBStorage:
+    """An Optuna RDB storage; SQLite waits for locks instead of failing at once, and its
+    folder is created."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
+
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once (joblib's ``n_jobs``; 1 for the others)."""
+    workers = launcher.get("n_jobs") or 1
+    return workers if workers > 0 else max(1, (os.cpu_count() or 1) + 1 + workers)
+
+
+def trial_reporter(trial_number: int, sweeper: DictConfig, objective: str, run_dir: Path) -> Any:
+    """The per-epoch hook of a job that runs trial ``trial_number``: it reports the objective
+    to the study and raises ``optuna.TrialPruned`` when the pruner says stop."""
+    if sweeper.get("storage") is None:
+        log.warning("the study is in memory, out of the job's reach: no pruning")
+        return None
+    url = sweeper.storage
+    storage = open_rdb(url) if _is_rdb(url) else optuna.storages.get_storage(url)
+    pruner = instantiate(sweeper.pruner, _execution_whitelist_=_TRUSTED["pruner"])
+    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), trial_number
+    )
+    trial = optuna.trial.Trial(study, trial_id)
+    trial.set_user_attr(RUN_DIR, str(run_dir))
+
+    def report(epoch: dict[str, float]) -> None:
+        value = epoch[objective]
+        if math.isfinite(value):
+            trial.report(value, epoch["epoch"])
+        if trial.should_prune():
+            trial.set_user_attr(PRUNED_AT, epoch["epoch"])
+            raise optuna.TrialPruned(f"pruned after epoch {epoch['epoch']}")
+
+    return report
+
+
+def _is_rdb(url: Any) -> bool:
+    return isinstance(url, str) and url.split(":")[0].split("+")[0] in RDB_SCHEMES
+
+
+def _finished(study: optuna.Study) -> int:
+    """Trials that ran to an end: complete, pruned, or failed with an error of their own
+    (not the ones that went stale because their sweep died)."""
+    return sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and ERROR in t.user_attrs)
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> bool:
+    """Record a job's outcome in the study; return True if the trial failed."""
+    try:
+        value = float(ret.return_value)
+    except Exception as err:  # the job raised: a bug, a divergence, bad parameters
+        trial.set_user_attr(ERROR, one_line(err)[:1000])
+        study.tell(trial, state=TrialState.FAIL)
+        log.warning("trial %d failed: %s", trial.number, one_line(err))
+        return True
+    pruned_at = _stored(study, trial.number).user_attrs.get(PRUNED_AT)  # set by the job
+    if pruned_at is not None:
+        study.tell(trial, state=TrialState.PRUNED)
+        log.info("trial %d pruned after epoch %d", trial.number, pruned_at)
+        return False
+    if not math.isfinite(value):
+        trial.set_user_attr(ERROR, f"the objective is {value}")
+        study.tell(trial, state=TrialState.FAIL)
+        return True
+    study.tell(trial, value)
+    return False
+
+
+def _stale(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int) -> None:
+    """A trial whose sweep stopped beating: mark its run failed, then queue it again."""
+    run_dir = trial.user_attrs.get(RUN_DIR)
+    if run_dir:
+        _mark_failed(Path(run_dir), "its sweep stopped while it ran (no heartbeat); queued again")
+    log.warning("trial %d went stale; queued again with the same parameters", trial.number)
+    RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.Trial) -> None:
+    """Give an interrupted trial back: failed, and queued again with its parameters."""
+    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    RetryHeartbeatStaleTrialCallback()(study, _stored(study, trial.number))
+
+
+def _stored(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """A trial as the storage has it now, with what other processes wrote to it (a ``Trial``
+    object keeps the copy it was created with)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def _mark_failed(run_dir: Path, error: str) -> None:
+    try:
+        data = records.read_metrics(run_dir)
+    except ValueError:
+        return  # the job never wrote its metrics: nothing claims it is running
+    if data["status"] == records.RUNNING:
+        data.update(status=records.FAILED, error=error)
+        records.write_json(run_dir / records.METRICS_FILE, data)
+
+
+class _Heartbeats:
+    """Heartbeats for the trials this sweeper launched, from one thread, every ``interval`` s.
+
+    Optuna's own heartbeat runs inside ``study.optimize``; trials launched through Hydra run
+    in other processes, so the sweeper beats for them while they are out.
+    """
+
+    def __init__(self, storage: Any, interval: int) -> None:
+        self._storage = storage
+        self._enabled = isinstance(storage, RDBStorage)  # opened with heartbeats on
+        self._interval = interval
+        self._trial_ids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeats", daemon=True)
+
+    def __enter__(self) -> _Heartbeats:
+        if self._enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._enabled:
+            self._thread.join()
+
+    def add(self, trials: Sequence[optuna.trial.Trial]) -> None:
+        for trial in trials:
+            self._trial_ids.add(trial._trial_id)
+            if self._enabled:  # at once: a trial without any heartbeat never goes stale
+                self._storage.record_heartbeat(trial._trial_id)
+
+    def remove(self, trials: Sequence[optuna.trial.Trial]) -> None:
+        self._trial_ids.difference_update(t._trial_id for t in trials)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            for trial_id in list(self._trial_ids):
+                self._storage.record_heartbeat(trial_id)

@@ -1,0 +1,160 @@
+"""`python run.py hparams_search=...`: Optuna searches end to end, as subprocesses."""
+
+import json
+import os
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from mlp_sweep.records import STUDY_PLOTS
+
+STUDY = "optuna-mnist_5k-val_acc"
+
+
+def load(root: Path, name: str = STUDY) -> optuna.Study:
+    url = f"sqlite:///{root}/outputs/optuna/{name}.db"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def metrics(root: Path, trial: int, name: str = STUDY) -> dict:
+    return json.loads(
+        (root / "outputs" / "optuna" / name / str(trial) / "metrics.json").read_text()
+    )
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.trials]
+
+
+def test_a_search_runs_without_m_and_resumes_to_its_total(run_script, tmp_path):
+    first = run_script("hparams_search=optuna", "hydra.sweeper.n_trials=6", "epochs=2")
+    assert first.code == 0, first.err
+    study = load(tmp_path)
+    assert states(study) == ["COMPLETE"] * 6
+    folder = tmp_path / "outputs" / "optuna" / STUDY
+    assert len(pd.read_csv(folder / "summary.csv")) == 6
+    assert all((folder / name).is_file() for name in STUDY_PLOTS)
+    assert "Best trial: #" in first.out
+
+    again = run_script("hparams_search=optuna", "hydra.sweeper.n_trials=8", "epochs=2")
+    assert again.code == 0, again.err
+    study = load(tmp_path)
+    assert [t.number for t in study.trials] == list(range(8))  # 8 in all, not 6 + 8
+    points = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(points)) == 8  # the resumed session did not replay the first one's draws
+    summary = pd.read_csv(folder / "summary.csv")
+    assert sorted(summary["trial"]) == list(range(8))
+    assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == [
+        str(i) for i in range(8)
+    ]
+    for trial in study.trials:  # each folder holds the trial the study recorded
+        assert metrics(tmp_path, trial.number)["objective"]["value"] == trial.value
+
+
+def test_a_pruned_trial_stops_early_and_keeps_its_partial_metrics(run_script, tmp_path):
+    result = run_script(
+        "hparams_search=optuna_pruned",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "hydra.sweeper.enqueue=["
+        "{lr: 0.5, model: softmax_ce, hidden: 100, init_std: 0.1, batch_size: 32},"
+        "{lr: 0.001, model: sigmoid_mse, hidden: 25, init_std: 0.1, batch_size: 256}]",
+        "epochs=4",
+    )
+    assert result.code == 0, result.err
+    study = load(tmp_path, "optuna_pruned-mnist_5k-val_acc")
+    assert states(study) == ["COMPLETE", "PRUNED"]
+    pruned = study.trials[1]
+    run = metrics(tmp_path, 1, "optuna_pruned-mnist_5k-val_acc")
+    assert run["status"] == "pruned" and run["epochs_run"] < 4
+    assert pruned.value == run["history"][-1]["val_acc"] == run["objective"]["value"]
+    assert pruned.intermediate_values == {e["epoch"]: e["val_acc"] for e in run["history"]}
+
+
+def test_a_diverging_trial_fails_and_the_search_goes_on(run_script, tmp_path):
+    result = run_script(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.enqueue=[{lr: 1e38, model: softmax_ce}]",
+        "epochs=2",
+    )
+    assert result.code == 0, result.err
+    study = load(tmp_path)
+    assert states(study) == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert "became nan" in study.trials[0].user_attrs["error"]
+    run = metrics(tmp_path, 0)
+    assert run["status"] == "failed" and run["epochs_run"] == 1 and len(run["history"]) == 1
+
+
+def test_too_many_failures_stop_the_search_with_its_summary(run_script, tmp_path):
+    result = run_script(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.max_failure_rate=0.25",
+        "hydra.sweeper.enqueue=[{lr: 1e38, model: softmax_ce}, {lr: 2e38, model: softmax_ce}]",
+        "epochs=1",
+    )
+    assert result.code == 1
+    assert result.err.strip().splitlines()[-1].startswith("error: 2 trials failed")
+    assert states(load(tmp_path)) == ["FAIL", "FAIL"]
+    assert len(pd.read_csv(tmp_path / "outputs" / "optuna" / STUDY / "summary.csv")) == 2
+
+
+def test_two_joblib_workers_share_the_cores_and_never_reuse_a_trial(run_script, tmp_path):
+    result = run_script(
+        "hparams_search=optuna", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_trials=4", "epochs=2",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    study = load(tmp_path)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert states(study) == ["COMPLETE"] * 4
+    runs = [metrics(tmp_path, n) for n in range(4)]
+    assert sorted(r["trial"]["number"] for r in runs) == [0, 1, 2, 3]
+    assert all(r["threads"] == max(1, os.cpu_count() // 2) for r in runs)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+
+
+def test_the_direction_follows_the_objective(run_script, tmp_path):
+    assert (
+        run_script(
+            "hparams_search=optuna", "objective=val_loss", "hydra.sweeper.n_trials=1", "epochs=1"
+        ).code
+        == 0
+    )
+    study = load(tmp_path, "optuna-mnist_5k-val_loss")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["hydra.sweeper.direction=maximize", "objective=val_loss"],
+            "contradicts objective=val_loss",
+        ),
+        (["hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none"], "hydra.sweeper.storage="),
+        (["hydra.sweeper.max_failure_rate=2"], "max_failure_rate=2.0 is invalid"),
+    ],
+)
+def test_bad_search_settings_fail_with_one_line(run_script, tmp_path, args, says):
+    result = run_script("hparams_search=optuna", *args, "epochs=1")
+    assert result.code == 2
+    last = result.err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and says in last
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_other_samplers_are_one_override_away(run_script, tmp_path):
+    result = run_script(
+        "hparams_search=optuna",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=2",
+        "epochs=1",
+    )
+    assert result.code == 0, result.err
+    assert "sampler RandomSampler" in result.err + result.out
+    assert states(load(tmp_path)) == ["COMPLETE", "COMPLETE"]
