@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import platform
@@ -218,7 +219,7 @@ class RunRecord:
             "threads": torch.get_num_threads(),
             "started_at": _now(),
             "finished_at": None,
-            "versions": _versions(),
+            "versions": dict(_versions()),
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         self.save()
@@ -256,6 +257,7 @@ def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for name in ("mlp-sweep", *_VERSIONS):
