@@ -26,6 +26,9 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # What configs may build with `_target_`: optimizers, and this project's own callbacks.
 TRUSTED_TARGETS = ("torch.optim.*", "optuna.pruners.*", "mlp_sweep.*")
 BAD_INPUT = 2  # exit status for a config or data error, as argparse uses
+# Hydra's flags that choose what to do; with one of them present, a search is not started.
+_MODE_FLAGS = {"-m", "--multirun", "-r", "--run", "-c", "--cfg", "-i", "--info", "-h", "--help"}
+_MODE_FLAGS |= {"--hydra-help", "-sc", "--shell-completion"}
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED_TARGETS)
@@ -46,7 +49,7 @@ def main() -> None:
     # A search is always a multirun. Hydra 1.4 takes hydra.mode only from the command line or
     # the primary config, so an hparams_search config cannot set it: it is said here instead.
     args = sys.argv[1:]
-    if any(a.startswith("hparams_search=") for a in args) and not {"-m", "--multirun"} & set(args):
+    if any(a.startswith("hparams_search=") for a in args) and not _MODE_FLAGS & set(args):
         sys.argv.insert(1, "--multirun")
     try:
         _hydra_main()
@@ -66,6 +69,10 @@ def main() -> None:
         raise
     except SweepFailed as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # an output folder that cannot be written: read-only, or full
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: cannot write the results: {where}{err.strerror or err}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -55,6 +55,7 @@ class Config:
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     objective: str = "val_acc"
+    resume: bool = True  # continue from the run folder's checkpoint, if it has one
     trial: int | None = None  # the Optuna trial this run is; set by the search sweeper
     save_model: bool = True
     tags: list[str] = field(default_factory=list)
@@ -70,6 +71,21 @@ def register() -> None:
 
 def _uid() -> str:
     return uuid.uuid4().hex[:6]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level of dotted keys.
+
+    >>> flatten({"lr": 0.1, "optimizer": {"momentum": 0.9}})
+    {'lr': 0.1, 'optimizer.momentum': 0.9}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def hidden_sizes(hidden: Any) -> list[int]:

@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import functools
 import logging
-import os
 import platform
 import re
 import time
@@ -22,13 +21,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mlp_sweep import checkpoint, records
 from mlp_sweep import data as data_mod
-from mlp_sweep import records
-from mlp_sweep.config import hidden_sizes, validate
+from mlp_sweep.config import flatten, hidden_sizes, validate
 from mlp_sweep.errors import ConfigError, one_line
+from mlp_sweep.launchers import job_threads
 from mlp_sweep.model import LOSSES, MLP
 from mlp_sweep.plots import plot_curves
-from mlp_sweep.search import parallel_jobs, trial_reporter
+from mlp_sweep.search import trial_reporter
 from mlp_sweep.train import evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -61,41 +61,36 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opti
 def params_of(cfg: DictConfig) -> dict[str, Any]:
     """The hyperparameters of a run, flat (``optimizer.momentum``), with ``hidden`` a list.
 
-    Keys that only repeat another key (``optimizer.lr: ${lr}``) are left out.
+    Keys that say how to build rather than what (``_target_``) and keys that only repeat
+    another key (``optimizer.lr: ${lr}``) are left out.
     """
-    raw = _flatten(OmegaConf.to_container(cfg, resolve=False))
+    raw = flatten(OmegaConf.to_container(cfg, resolve=False))
     params = {
         key: value
-        for key, value in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()
-        if not _ALIAS.fullmatch(str(raw[key]))
+        for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        if not key.rsplit(".", 1)[-1].startswith("_") and not _ALIAS.fullmatch(str(raw[key]))
     }
     params["hidden"] = hidden_sizes(cfg.hidden)
     return params
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if key.startswith("_"):  # _target_, _partial_: how to build, not what
-            continue
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def run(cfg: DictConfig) -> float:
     """Train one configuration in the current Hydra job folder and return its objective.
 
-    Writes metrics.json (updated after every epoch), history.csv, curves.png and model.pt.
-    In an Optuna search (``cfg.trial`` set) each epoch's objective goes to the study, and a
-    pruned run returns the objective of its last epoch.
+    Writes metrics.json and checkpoint.pt after every epoch, then history.csv, curves.png and
+    model.pt. A folder that already holds this run complete is left as it is; one holding its
+    checkpoint continues from there (``resume=true``). In an Optuna search (``cfg.trial`` set)
+    each epoch's objective goes to the study, and a pruned run returns its last one.
     """
     validate(cfg)
     hydra_cfg = HydraConfig.get()
+    out = Path(hydra_cfg.runtime.output_dir)
+    done = checkpoint.finished_value(out, cfg)
+    if done is not None:
+        log.info("%s is complete already: %s %.4f; kept as it is", out, cfg.objective, done)
+        return done
     started = time.perf_counter()
-    threads = cfg.threads or threads_for(parallel_jobs(hydra_cfg.launcher))
+    threads = job_threads(cfg.threads, hydra_cfg.launcher)
     if threads:
         torch.set_num_threads(threads)
     device = pick_device(cfg.device)
@@ -117,9 +112,16 @@ def run(cfg: DictConfig) -> float:
     ).to(device)
     loss_fn = LOSSES[cfg.model.name]
     optimizer = build_optimizer(cfg.optimizer, model)
+    generator = torch.Generator().manual_seed(cfg.seed)
 
-    out = Path(hydra_cfg.runtime.output_dir)
     record = RunRecord(out, cfg, hydra_cfg, device, started)
+    state = checkpoint.resumable(out, cfg, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        record.resume(state["record"])
+        log.info("continuing %s after epoch %d", out, record.data["epochs_run"])
     report = None
     if cfg.trial is not None:
         report = trial_reporter(cfg.trial, hydra_cfg.sweeper, cfg.objective, out)
@@ -127,6 +129,15 @@ def run(cfg: DictConfig) -> float:
 
     def on_epoch(epoch: dict[str, float]) -> None:
         record.add_epoch(epoch)
+        # The checkpoint first: a run stopped between the two writes resumes from this epoch.
+        checkpoint.save(
+            out / records.CHECKPOINT_FILE,
+            model=model,
+            optimizer=optimizer,
+            generator=generator,
+            record=record.data,
+        )
+        record.save()
         if report is not None:
             report(epoch)
 
@@ -138,7 +149,8 @@ def run(cfg: DictConfig) -> float:
             splits,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
-            generator=torch.Generator().manual_seed(cfg.seed),
+            generator=generator,
+            first_epoch=record.data["epochs_run"] + 1,
             on_epoch=on_epoch,
         )
         final = {}
@@ -146,6 +158,8 @@ def run(cfg: DictConfig) -> float:
             final[f"{split}_loss"], final[f"{split}_acc"] = evaluate(
                 model, loss_fn, getattr(splits, split)
             )
+        if cfg.save_model:
+            records.write_torch(out / records.MODEL_FILE, model.state_dict())
     except optuna.TrialPruned as pruned:
         value = record.data["history"][-1][cfg.objective]
         record.finish(records.PRUNED, objective=value, error=str(pruned))
@@ -156,10 +170,6 @@ def run(cfg: DictConfig) -> float:
     except Exception as err:
         record.finish(records.FAILED, error=f"{type(err).__name__}: {one_line(err)}")
         raise
-    if cfg.save_model:
-        records.atomic_write(
-            out / records.MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp)
-        )
     value = final[cfg.objective]
     record.finish(records.COMPLETE, objective=value, final=final)
     log.info(
@@ -172,14 +182,6 @@ def run(cfg: DictConfig) -> float:
         record.data["seconds"]["total"],
     )
     return value
-
-
-def threads_for(workers: int) -> int | None:
-    """Torch threads per job when ``workers`` jobs share the machine (None: torch's default),
-    so that workers x threads never exceeds the cores."""
-    if workers <= 1:
-        return None
-    return max(1, (os.cpu_count() or 1) // workers)
 
 
 class RunRecord:
@@ -228,11 +230,19 @@ class RunRecord:
         self.data["seconds"]["total"] = time.perf_counter() - self.started
         records.write_json(self.out / records.METRICS_FILE, self.data)
 
+    def resume(self, earlier: dict[str, Any]) -> None:
+        """Carry over the epochs and training time of the run this one continues."""
+        self.data["history"] = earlier["history"]
+        self.data["epochs_run"] = earlier["epochs_run"]
+        self.data["seconds"]["train"] = earlier["seconds"]["train"]
+        self.data["started_at"] = earlier["started_at"]
+        self.save()
+
     def add_epoch(self, epoch: dict[str, float]) -> None:
+        """Record an epoch in memory; :meth:`save` writes it."""
         self.data["history"].append(epoch)
         self.data["epochs_run"] = epoch["epoch"]
         self.data["seconds"]["train"] += epoch["seconds"]
-        self.save()
 
     def finish(
         self,

@@ -69,11 +69,9 @@ def plot_summary(
         label = runs.at[run, "legend"] if run in runs.index else run
         ax_curve.plot(history["epoch"], history[curve], label=label, alpha=0.8)
         ax_loss.plot(history["epoch"], history["train_loss"], label=label, alpha=0.8)
-    _label(ax_curve, curve)
-    _label(ax_loss, "train_loss")
-    if len(histories) > 12:  # a legend of more runs hides the curves
-        ax_curve.get_legend().remove()
-        ax_loss.get_legend().remove()
+    few = len(histories) <= 12  # a legend of more runs hides the curves
+    _label(ax_curve, curve, legend=few)
+    _label(ax_loss, "train_loss", legend=few)
     scatter_axes = axes[1:].ravel()
     for ax, param in zip(scatter_axes, params):
         _scatter(ax, runs, param, metric)
@@ -127,11 +125,12 @@ def _scatter(ax: plt.Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _label(ax: plt.Axes, ylabel: str) -> None:
+def _label(ax: plt.Axes, ylabel: str, legend: bool = True) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

@@ -6,6 +6,7 @@ documented in the README is defined once.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 SCHEMA_VERSION = 1
 
@@ -85,6 +88,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as err:  # name the file the user knows, not the temporary one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -104,6 +110,14 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` atomically. Serialised in memory first: torch's own file writer turns a
+    full disk into an obscure RuntimeError, Python's write into a plain OSError."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import threading
 import time
 import warnings
@@ -45,6 +44,7 @@ from optuna.trial import TrialState
 
 from mlp_sweep import records
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
+from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
 
 log = logging.getLogger(__name__)
@@ -300,12 +300,6 @@ def open_rdb(url: str, **heartbeat: Any) -> RDBStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
-
-
-def parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs the launcher runs at once (joblib's ``n_jobs``; 1 for the others)."""
-    workers = launcher.get("n_jobs") or 1
-    return workers if workers > 0 else max(1, (os.cpu_count() or 1) + 1 + workers)
 
 
 def trial_reporter(trial_number: int, sweeper: DictConfig, objective: str, run_dir: Path) -> Any:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,25 +41,30 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def run_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """Call run.py's main in this process, in tmp_path, as `python run.py *args`."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-
-    def call(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["run.py", *args])
-        code = 0
-        try:
+def run_in_process(*args: str, cwd: Path) -> Result:
+    """`python run.py *args`, run by this process in ``cwd``: no interpreter start-up, and the
+    data sets already loaded by earlier tests are reused, as in one long-lived process."""
+    out, err = io.StringIO(), io.StringIO()
+    old_cwd, old_argv = os.getcwd(), sys.argv
+    os.chdir(cwd)
+    sys.argv = ["run.py", *args]
+    code = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
             app.main()
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        finally:
-            GlobalHydra.instance().clear()
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+        os.chdir(old_cwd)
+        sys.argv = old_argv
+    return Result(code, out.getvalue(), err.getvalue())
 
-    return call
+
+@pytest.fixture
+def run_app(tmp_path: Path):
+    """Call run.py's main in this process, in tmp_path, as `python run.py *args`."""
+    return functools.partial(run_in_process, cwd=tmp_path)
 
 
 @pytest.fixture

@@ -2,13 +2,11 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import run_in_process
 
 from mlp_sweep import cli, collect
 
@@ -17,24 +15,10 @@ from mlp_sweep import cli, collect
 def sweeps(tmp_path_factory) -> dict[str, Path]:
     """Two real sweeps over hidden, one with lr=0.1 and one with lr=0.5."""
     root = tmp_path_factory.mktemp("sweeps")
-    found = {}
     for name, lr in (("slow", 0.1), ("fast", 0.5)):
-        subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "run.py"),
-                "-m",
-                "hidden=20,40",
-                f"lr={lr}",
-                "epochs=2",
-                f"hydra.sweep.dir={name}",
-            ],
-            cwd=root,
-            check=True,
-            capture_output=True,
-        )
-        found[name] = root / name
-    return found
+        args = ["-m", "hidden=20,40", f"lr={lr}", "epochs=2", f"hydra.sweep.dir={name}"]
+        assert run_in_process(*args, cwd=root).code == 0
+    return {name: root / name for name in ("slow", "fast")}
 
 
 def test_collect_rebuilds_the_summary_the_sweep_wrote(sweeps, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`python run.py hparams_search=...`: Optuna searches end to end, as subprocesses."""
+"""`python run.py hparams_search=...`: Optuna searches end to end, run in-process."""
 
 import json
 import os
@@ -28,8 +28,8 @@ def states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.trials]
 
 
-def test_a_search_runs_without_m_and_resumes_to_its_total(run_script, tmp_path):
-    first = run_script("hparams_search=optuna", "hydra.sweeper.n_trials=6", "epochs=2")
+def test_a_search_runs_without_m_and_resumes_to_its_total(run_app, tmp_path):
+    first = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=6", "epochs=2")
     assert first.code == 0, first.err
     study = load(tmp_path)
     assert states(study) == ["COMPLETE"] * 6
@@ -38,7 +38,7 @@ def test_a_search_runs_without_m_and_resumes_to_its_total(run_script, tmp_path):
     assert all((folder / name).is_file() for name in STUDY_PLOTS)
     assert "Best trial: #" in first.out
 
-    again = run_script("hparams_search=optuna", "hydra.sweeper.n_trials=8", "epochs=2")
+    again = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=8", "epochs=2")
     assert again.code == 0, again.err
     study = load(tmp_path)
     assert [t.number for t in study.trials] == list(range(8))  # 8 in all, not 6 + 8
@@ -53,8 +53,8 @@ def test_a_search_runs_without_m_and_resumes_to_its_total(run_script, tmp_path):
         assert metrics(tmp_path, trial.number)["objective"]["value"] == trial.value
 
 
-def test_a_pruned_trial_stops_early_and_keeps_its_partial_metrics(run_script, tmp_path):
-    result = run_script(
+def test_a_pruned_trial_stops_early_and_keeps_its_partial_metrics(run_app, tmp_path):
+    result = run_app(
         "hparams_search=optuna_pruned",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.pruner.n_startup_trials=1",
@@ -74,8 +74,8 @@ def test_a_pruned_trial_stops_early_and_keeps_its_partial_metrics(run_script, tm
     assert pruned.intermediate_values == {e["epoch"]: e["val_acc"] for e in run["history"]}
 
 
-def test_a_diverging_trial_fails_and_the_search_goes_on(run_script, tmp_path):
-    result = run_script(
+def test_a_diverging_trial_fails_and_the_search_goes_on(run_app, tmp_path):
+    result = run_app(
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.enqueue=[{lr: 1e38, model: softmax_ce}]",
@@ -89,8 +89,8 @@ def test_a_diverging_trial_fails_and_the_search_goes_on(run_script, tmp_path):
     assert run["status"] == "failed" and run["epochs_run"] == 1 and len(run["history"]) == 1
 
 
-def test_too_many_failures_stop_the_search_with_its_summary(run_script, tmp_path):
-    result = run_script(
+def test_too_many_failures_stop_the_search_with_its_summary(run_app, tmp_path):
+    result = run_app(
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.max_failure_rate=0.25",
@@ -103,8 +103,8 @@ def test_too_many_failures_stop_the_search_with_its_summary(run_script, tmp_path
     assert len(pd.read_csv(tmp_path / "outputs" / "optuna" / STUDY / "summary.csv")) == 2
 
 
-def test_two_joblib_workers_share_the_cores_and_never_reuse_a_trial(run_script, tmp_path):
-    result = run_script(
+def test_two_joblib_workers_share_the_cores_and_never_reuse_a_trial(run_app, tmp_path):
+    result = run_app(
         "hparams_search=optuna", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_trials=4", "epochs=2",
     )  # fmt: skip
@@ -118,9 +118,9 @@ def test_two_joblib_workers_share_the_cores_and_never_reuse_a_trial(run_script, 
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
 
 
-def test_the_direction_follows_the_objective(run_script, tmp_path):
+def test_the_direction_follows_the_objective(run_app, tmp_path):
     assert (
-        run_script(
+        run_app(
             "hparams_search=optuna", "objective=val_loss", "hydra.sweeper.n_trials=1", "epochs=1"
         ).code
         == 0
@@ -140,16 +140,16 @@ def test_the_direction_follows_the_objective(run_script, tmp_path):
         (["hydra.sweeper.max_failure_rate=2"], "max_failure_rate=2.0 is invalid"),
     ],
 )
-def test_bad_search_settings_fail_with_one_line(run_script, tmp_path, args, says):
-    result = run_script("hparams_search=optuna", *args, "epochs=1")
+def test_bad_search_settings_fail_with_one_line(run_app, tmp_path, args, says):
+    result = run_app("hparams_search=optuna", *args, "epochs=1")
     assert result.code == 2
     last = result.err.strip().splitlines()[-1]
     assert last.startswith("error: ") and says in last
     assert not list(tmp_path.rglob("metrics.json"))
 
 
-def test_other_samplers_are_one_override_away(run_script, tmp_path):
-    result = run_script(
+def test_other_samplers_are_one_override_away(run_app, tmp_path):
+    result = run_app(
         "hparams_search=optuna",
         "hydra/sweeper/sampler=random",
         "hydra.sweeper.n_trials=2",

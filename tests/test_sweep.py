@@ -1,4 +1,4 @@
-"""`python run.py -m ...` end to end, as a subprocess in a temporary folder."""
+"""`python run.py -m ...` end to end in a temporary folder (as a subprocess where it matters)."""
 
 import json
 import subprocess
@@ -32,17 +32,17 @@ def test_grid_leaves_a_folder_per_job_and_a_summary_with_a_row_each(run_script, 
     assert report.strip() in result.out  # the ranked table is printed at the end
 
 
-def test_eight_run_grid_has_eight_rows_with_each_swept_column(run_script, tmp_path):
+def test_eight_run_grid_has_eight_rows_with_each_swept_column(run_app, tmp_path):
     args = ["model=sigmoid_mse,softmax_ce", "init_std=0.01,0.1", "batch_size=32,100", "epochs=1"]
-    assert run_script("-m", *args).code == 0
+    assert run_app("-m", *args).code == 0
     summary = pd.read_csv(sweep_dirs(tmp_path)[0] / "summary.csv")
     assert len(summary) == 8
     combos = set(zip(summary["model"], summary["init_std"], summary["batch_size"]))
     assert len(combos) == 8
 
 
-def test_runs_that_differ_only_in_seed_are_grouped(run_script, tmp_path):
-    assert run_script("-m", "hidden=20,40", "seed=1,2", "epochs=1").code == 0
+def test_runs_that_differ_only_in_seed_are_grouped(run_app, tmp_path):
+    assert run_app("-m", "hidden=20,40", "seed=1,2", "epochs=1").code == 0
     report = (sweep_dirs(tmp_path)[0] / "summary.md").read_text()
     section = report.split("differ only in seed")[1]
     rows = [line for line in section.splitlines() if line.startswith("|") and "±" in line]

@@ -1,0 +1,182 @@
+"""Faults on real processes: Ctrl-C, kill -9, re-runs into the same folder, unwritable output."""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import REPO
+
+# Big enough that an epoch of mnist_5k takes a noticeable fraction of a second.
+SLOW = ["hidden=[1500]", "epochs=10"]
+
+
+def start(*args: str, cwd: Path, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def wait_for_epoch(metrics: Path, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until the run writing ``metrics`` has finished ``epoch`` epochs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            if json.loads(metrics.read_text())["epochs_run"] >= epoch:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{metrics} never reached epoch {epoch}")
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def values(history: list[dict]) -> list[dict]:
+    """Epoch records without their timings, which no two runs share."""
+    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
+
+
+@pytest.fixture(scope="module")
+def interrupted_grid(tmp_path_factory) -> Path:
+    """A 3-job grid stopped with SIGINT (Ctrl-C) while its second job trained."""
+    root = tmp_path_factory.mktemp("interrupted")
+    proc = start("-m", "hidden=[20],[1500],[30]", "epochs=10", "hydra.sweep.dir=grid", cwd=root)
+    wait_for_epoch(root / "grid" / "1" / "metrics.json", 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    (root / "result.json").write_text(json.dumps({"code": proc.returncode, "out": out, "err": err}))
+    return root
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_keeps_what_finished(interrupted_grid):
+    result = read(interrupted_grid / "result.json")
+    assert result["code"] == 130
+    assert result["err"].strip().splitlines()[-1].startswith("interrupted")
+    grid = interrupted_grid / "grid"
+    assert read(grid / "0" / "metrics.json")["status"] == "complete"
+    stopped = read(grid / "1" / "metrics.json")
+    assert stopped["status"] == "interrupted" and 2 <= stopped["epochs_run"] < 10
+    assert len(stopped["history"]) == stopped["epochs_run"]
+    assert not (grid / "2").exists()
+    summary = (grid / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and "interrupted" in summary[2] + summary[1]
+
+
+def test_a_grid_rerun_into_its_folder_skips_complete_jobs_and_continues_the_rest(
+    interrupted_grid, tmp_path
+):
+    grid = tmp_path / "grid"
+    subprocess.run(["cp", "-a", str(interrupted_grid / "grid"), str(grid)], check=True)
+    kept = (grid / "0" / "metrics.json").read_bytes()
+    before = read(grid / "1" / "metrics.json")
+    proc = start(
+        "-m", "hidden=[20],[1500],[30]", "epochs=10", f"hydra.sweep.dir={grid}", cwd=tmp_path
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert (grid / "0" / "metrics.json").read_bytes() == kept  # not run again
+    assert "complete already" in out + err
+    resumed = read(grid / "1" / "metrics.json")
+    assert resumed["status"] == "complete" and resumed["epochs_run"] == 10
+    assert values(resumed["history"][: before["epochs_run"]]) == values(before["history"])
+    assert read(grid / "2" / "metrics.json")["status"] == "complete"
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
+    proc = start(*SLOW, "hydra.run.dir=killed", cwd=tmp_path)
+    wait_for_epoch(tmp_path / "killed" / "metrics.json", 3, proc)
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    assert read(tmp_path / "killed" / "metrics.json")["status"] == "running"
+
+    again = start(*SLOW, "hydra.run.dir=killed", cwd=tmp_path)
+    assert again.wait(timeout=300) == 0
+    straight = start(*SLOW, "hydra.run.dir=straight", cwd=tmp_path)
+    assert straight.wait(timeout=300) == 0
+    resumed, uninterrupted = (
+        read(tmp_path / "killed/metrics.json"),
+        read(tmp_path / "straight/metrics.json"),
+    )
+    assert resumed["status"] == "complete"
+    assert resumed["final"] == uninterrupted["final"]
+    assert values(resumed["history"]) == values(uninterrupted["history"])
+
+
+def test_resume_false_starts_afresh(run_app, tmp_path):
+    assert run_app("epochs=2", "hydra.run.dir=r").code == 0
+    (tmp_path / "r" / "metrics.json").unlink()  # as if the run had died before finishing
+    assert run_app("epochs=3", "resume=false", "hydra.run.dir=r").code == 0
+    assert [e["epoch"] for e in read(tmp_path / "r" / "metrics.json")["history"]] == [1, 2, 3]
+
+
+def test_a_complete_run_is_never_overwritten_by_other_settings(run_app, tmp_path):
+    assert run_app("epochs=2", "hydra.run.dir=r").code == 0
+    kept = (tmp_path / "r" / "metrics.json").read_bytes()
+    result = run_app("epochs=2", "lr=0.5", "hydra.run.dir=r")
+    assert result.code == 2
+    assert "holds a complete run with other settings (lr=0.1 there, 0.5 now" in result.err
+    assert (tmp_path / "r" / "metrics.json").read_bytes() == kept
+
+
+def test_kill_9_of_a_search_then_the_same_command_completes_the_study(tmp_path):
+    search = [
+        "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=2", "hydra.sweeper.params.hidden=1500", *SLOW,
+    ]  # fmt: skip
+    study_dir = tmp_path / "outputs" / "optuna" / "optuna-mnist_5k-val_acc"
+    proc = start(*search, cwd=tmp_path, start_new_session=True)
+    wait_for_epoch(study_dir / "1" / "metrics.json", 2, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = read(study_dir / "0" / "metrics.json")
+
+    again = start(*search, cwd=tmp_path)
+    _out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    url = f"sqlite:///{tmp_path}/outputs/optuna/optuna-mnist_5k-val_acc.db"
+    trials = optuna.load_study(study_name="optuna-mnist_5k-val_acc", storage=url).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
+    assert trials[0].state.name == "COMPLETE" and trials[0].value == first["objective"]["value"]
+    killed = trials[1]
+    assert killed.state.name == "FAIL" and "error" not in killed.user_attrs  # went stale
+    retried = [t for t in trials[2:] if t.params == killed.params and t.state.name == "COMPLETE"]
+    assert len(retried) == 1
+    assert read(study_dir / "1" / "metrics.json")["status"] == "failed"
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_1(run_script, tmp_path):
+    (tmp_path / "taken").write_text("a file where the run folder should go")
+    result = run_script("epochs=1", "hydra.run.dir=taken/run")
+    assert result.code == 1
+    assert result.err.strip().splitlines() == [
+        "error: cannot write the results: taken/run: Not a directory"
+    ]
+
+
+def test_a_full_disk_fails_the_run_with_one_line_and_keeps_its_record(tmp_path):
+    def small_disk() -> None:  # files beyond 200 kB fail to write, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = start("epochs=2", "hydra.run.dir=run", cwd=tmp_path, preexec_fn=small_disk)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1].endswith("run/checkpoint.pt: File too large")
+    record = read(tmp_path / "run" / "metrics.json")
+    assert record["status"] == "failed" and "File too large" in record["error"]
+    assert not list((tmp_path / "run").glob(".*.tmp"))  # no half-written file left behind
