@@ -246,17 +246,24 @@ class SearchSweeper(OptunaSweeperImpl):
         url = self.storage
         if not _is_rdb(url):
             return url  # None (in memory) or a storage such as a journal file: no heartbeats
-        try:
-            return open_rdb(
-                url,
-                heartbeat_interval=self.heartbeat_interval,
-                grace_period=self.grace_period,
-                heartbeat_stale_trial_callback=functools.partial(_stale, max_retry=self.max_retry),
-            )
-        except Exception as err:
-            raise ConfigError(
-                f"hydra.sweeper.storage={url!r} cannot be opened: {one_line(err)}"
-            ) from None
+        # Workers started together on a new database all create its tables at once, and all
+        # but one may fail at it; a second try finds the tables there.
+        for attempt in range(1, 4):
+            try:
+                return open_rdb(
+                    url,
+                    heartbeat_interval=self.heartbeat_interval,
+                    grace_period=self.grace_period,
+                    heartbeat_stale_trial_callback=functools.partial(
+                        _stale, max_retry=self.max_retry
+                    ),
+                )
+            except Exception as err:
+                if attempt == 3:
+                    raise ConfigError(
+                        f"hydra.sweeper.storage={url!r} cannot be opened: {one_line(err)}"
+                    ) from None
+                time.sleep(attempt)
 
     def _use_grid(self, space: dict[str, Any]) -> None:
         """GridSampler needs the search space itself, and the grid bounds the trial count."""
