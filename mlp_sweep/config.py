@@ -38,7 +38,7 @@ class DataConfig:
     root: str | None = None  # folder holding MNIST/raw or FashionMNIST/raw
     download: bool = False
     val_size: int = 0  # images held out of the training set for validation
-    cache_dir: str = "${oc.env:XDG_CACHE_HOME,${oc.env:HOME,.}/.cache}/mlp_sweep"
+    cache_dir: str | None = None  # None: $XDG_CACHE_HOME/mlp_sweep, else ~/.cache/mlp_sweep
 
 
 @dataclass

