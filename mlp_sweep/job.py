@@ -259,7 +259,8 @@ class RunRecord:
             records.atomic_write(
                 self.out / records.HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False)
             )
-            plot_curves(history, self.out / records.CURVES_FILE, title=self.out.name)
+            title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
+            plot_curves(history, self.out / records.CURVES_FILE, title=title)
         self.save()
 
 
