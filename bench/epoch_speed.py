@@ -12,9 +12,10 @@ batches reach the model:
   (``mlp_sweep.train.evaluate``).
 
 Prints seconds per epoch of each, their ratio, the test accuracy each reached, the achieved
-GFLOP/s against the machine's measured matrix-multiply peak, and the peak RSS.
+GFLOP/s against the machine's measured matrix-multiply peak, and the peak RSS; with
+``--profile``, where one epoch of mlp_sweep's loop spends its time, by operator.
 
-    python bench/epoch_speed.py --root ../shared/data --epochs 3
+    python bench/epoch_speed.py --root ../shared/data --epochs 5 --profile
 """
 
 from __future__ import annotations
@@ -89,11 +90,14 @@ def lecture(root: str, epochs: int) -> tuple[list[float], float]:
     return seconds, full_pass(DataLoader(test, batch_size=100))[1]
 
 
-def mlp_sweep(root: str, epochs: int) -> tuple[list[float], float]:
-    """The same, through mlp_sweep's data and training functions."""
+def mlp_sweep(root: str, epochs: int, compile: bool = False) -> tuple[list[float], float]:
+    """The same, through mlp_sweep's data and training functions (with ``compile``, on the
+    model as ``torch.compile`` makes it; the first epoch, which compiles, is not counted)."""
     splits = load("mnist", device=torch.device("cpu"), val_size=0, root=root)
     torch.manual_seed(SEED)
     model = MLP(784, [HIDDEN], 10, init_std=0.1)
+    if compile:
+        model = torch.compile(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     generator = torch.Generator().manual_seed(SEED)
     seconds = []
@@ -115,19 +119,53 @@ def epoch_gflop(n: int = 60_000) -> float:
 
 
 def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """GFLOP/s of a large float32 matrix product with torch's default threads."""
+    """GFLOP/s of a large float32 matrix product with torch's default threads (the best of
+    ``repeats``, as the machine allows at its best)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b  # warm-up
-    tic = time.perf_counter()
+    best = float("inf")
     for _ in range(repeats):
+        tic = time.perf_counter()
         a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - tic) / 1e9
+        best = min(best, time.perf_counter() - tic)
+    return 2 * size**3 / best / 1e9
+
+
+def profile_epoch(root: str) -> None:
+    """torch.profiler's table of one epoch of mlp_sweep's training loop, by operator."""
+    from torch.profiler import ProfilerActivity, profile
+
+    splits = load("mnist", device=torch.device("cpu"), val_size=0, root=root)
+    model = MLP(784, [HIDDEN], 10, init_std=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(SEED)
+    train_epoch(model, softmax_ce, optimizer, splits.train, 100, generator)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_epoch(model, softmax_ce, optimizer, splits.train, 100, generator)
+    ops = prof.key_averages()
+    print(ops.table(sort_by="self_cpu_time_total", row_limit=12))
+    total = sum(op.self_cpu_time_total for op in ops)
+    gemm = sum(op.self_cpu_time_total for op in ops if op.key in ("aten::addmm", "aten::mm"))
+    loss_pass = 2 * 60_000 * (784 * HIDDEN + HIDDEN * 10) / 1e9  # GFLOP of one forward pass
+    share = gemm / total
+    print(
+        f"matrix products: {share:.0%} of the profiled epoch, at "
+        f"{(epoch_gflop() - loss_pass) / (gemm / 1e6):.0f} GFLOP/s; the rest: {1 - share:.0%}"
+    )
+    tic = time.perf_counter()
+    evaluate(model, softmax_ce, splits.train)
+    seconds = time.perf_counter() - tic
+    print(f"training-set pass alone: {seconds:.3f} s, {loss_pass / seconds:.0f} GFLOP/s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="also profile one epoch")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time mlp_sweep's loop on a compiled model"
+    )
     args = parser.parse_args()
     root = torchvision_root("mnist", args.root)  # extracted into mlp_sweep's cache if gzipped
 
@@ -150,6 +188,11 @@ def main() -> None:
     print(f"speed-up: {theirs_s / ours_s:.1f}x; test accuracy difference "
           f"{abs(ours_acc - theirs_acc) * 100:.2f} points")  # fmt: skip
     print(f"peak RSS: {rss_ours:.0f} MB after the mlp_sweep loop, {rss_all:.0f} MB after both")
+    if args.profile:
+        profile_epoch(root)
+    if args.compile:
+        compiled = mlp_sweep(root, args.epochs, compile=True)[0][1:]
+        print(f"mlp_sweep with torch.compile: {sum(compiled) / len(compiled):.3f} s/epoch")
 
 
 if __name__ == "__main__":

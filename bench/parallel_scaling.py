@@ -6,7 +6,7 @@ Every sweep also pays a fixed cost that no worker count changes (start-up of the
 and of the workers, the collected summary), so each setting runs a small and a large grid:
 the difference gives the steady throughput, in jobs per minute, that a long sweep sees.
 
-    python bench/parallel_scaling.py --jobs 8 24 --epochs 40
+    python bench/parallel_scaling.py --jobs 8 24 --epochs 40 --repeats 2
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, nargs=2, default=[8, 24], metavar=("SMALL", "LARGE"))
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2, help="keep the fastest of these")
     args = parser.parse_args()
     small, large = args.jobs
     run_grid(2, 1)  # once, so that every grid finds the data set in the cache
@@ -29,8 +30,8 @@ def main() -> None:
     throughput, whole = {}, {}
     for workers in (1, 2):
         launcher = ("hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}")
-        wall_small, _ = run_grid(small, args.epochs, *launcher)
-        wall_large, runs = run_grid(large, args.epochs, *launcher)
+        wall_small, _ = run_grid(small, args.epochs, *launcher, repeats=args.repeats)
+        wall_large, runs = run_grid(large, args.epochs, *launcher, repeats=args.repeats)
         throughput[workers] = (large - small) / (wall_large - wall_small) * 60
         whole[workers] = wall_large
         print(f"{workers:7d} {runs[0]['threads']:11d} {wall_small:12.2f} {wall_large:12.2f} "

@@ -23,8 +23,9 @@ from mlp_sweep import job
 from mlp_sweep.errors import BadInput, SweepFailed, one_line
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-# What configs may build with `_target_`: optimizers, and this project's own callbacks.
-TRUSTED_TARGETS = ("torch.optim.*", "optuna.pruners.*", "mlp_sweep.*")
+# What configs may build with `_target_` here: this project's callbacks. Optimizers, samplers
+# and pruners are allowed where they are built (job.OPTIMIZERS, search._TRUSTED).
+TRUSTED_TARGETS = ("mlp_sweep.*",)
 BAD_INPUT = 2  # exit status for a config or data error, as argparse uses
 # Hydra's flags that choose what to do; with one of them present, a search is not started.
 _MODE_FLAGS = {"-m", "--multirun", "-r", "--run", "-c", "--cfg", "-i", "--info", "-h", "--help"}

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 _ALIAS = re.compile(r"\$\{[\w.]+\}")  # an interpolation of another key, such as ${lr}
 _VERSIONS = ("torch", "torchvision", "hydra-core", "omegaconf", "optuna", "numpy")
+# What an optimizer config may build with `_target_` (Hydra's execution whitelist). Given at the
+# call, not only by run.py, so jobs in other processes (joblib, submitit) check it too.
+OPTIMIZERS = ("torch.optim.*",)
 
 
 def pick_device(name: str) -> torch.device:
@@ -51,7 +54,7 @@ def pick_device(name: str) -> torch.device:
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Instantiate the optimizer config over the model's parameters."""
     try:
-        return instantiate(cfg)(model.parameters())
+        return instantiate(cfg, _execution_whitelist_=OPTIMIZERS)(model.parameters())
     except (InstantiationException, TypeError, ValueError) as err:
         raise ConfigError(
             f"optimizer ({cfg.get('_target_')}) cannot be built: {one_line(err)}"

@@ -147,7 +147,7 @@ class SearchSweeper(OptunaSweeperImpl):
             self.sampler_settings["seed"] = seed
         if "constant_liar" in self.sampler_settings:
             self.sampler_settings["constant_liar"] = constant_liar
-        self.pruner = pruner
+        del pruner  # read by each job from its Hydra config, to report and stop early
         self.enqueue = [OmegaConf.to_container(p) for p in enqueue]
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
