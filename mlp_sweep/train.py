@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mlp_sweep.data import Split, Splits
 from mlp_sweep.model import LossFn
@@ -95,32 +96,30 @@ def fit(
         total=epochs,
         desc="epochs",
         unit="ep",
-        disable=None,  # a bar on a terminal; plain log lines otherwise
+        disable=None,  # a bar on a terminal only
         leave=False,
     )
-    for epoch in bar:
-        tic = time.perf_counter()
-        train_loss, train_acc = train_epoch(
-            model, loss_fn, optimizer, data.train, batch_size, generator
-        )
-        val_loss, val_acc = evaluate(model, loss_fn, data.val)
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "seconds": time.perf_counter() - tic,
-        }
-        line = (
-            f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}"
-            f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {record['seconds']:.2f}s"
-        )
-        if bar.disable:
-            log.info(line)
-        else:
-            bar.set_postfix_str(line.split("  ", 1)[1])
-        if on_epoch is not None:
-            on_epoch(record)
-        if not math.isfinite(train_loss):
-            raise Diverged(f"training loss became {train_loss} in epoch {epoch}")
+    # Each epoch is logged: to the run's log file, and to the console above the bar.
+    with logging_redirect_tqdm():
+        for epoch in bar:
+            tic = time.perf_counter()
+            train_loss, train_acc = train_epoch(
+                model, loss_fn, optimizer, data.train, batch_size, generator
+            )
+            val_loss, val_acc = evaluate(model, loss_fn, data.val)
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "seconds": time.perf_counter() - tic,
+            }
+            log.info(
+                f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}"
+                f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {record['seconds']:.2f}s"
+            )
+            if on_epoch is not None:
+                on_epoch(record)
+            if not math.isfinite(train_loss):
+                raise Diverged(f"training loss became {train_loss} in epoch {epoch}")

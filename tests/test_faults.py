@@ -101,13 +101,15 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     proc = start(*SLOW, "hydra.run.dir=killed", cwd=tmp_path)
     wait_for_epoch(tmp_path / "killed" / "metrics.json", 3, proc)
     proc.kill()  # SIGKILL: no handler runs
-    proc.wait()
+    proc.communicate()
     assert read(tmp_path / "killed" / "metrics.json")["status"] == "running"
 
     again = start(*SLOW, "hydra.run.dir=killed", cwd=tmp_path)
-    assert again.wait(timeout=300) == 0
+    again.communicate(timeout=300)
+    assert again.returncode == 0
     straight = start(*SLOW, "hydra.run.dir=straight", cwd=tmp_path)
-    assert straight.wait(timeout=300) == 0
+    straight.communicate(timeout=300)
+    assert straight.returncode == 0
     resumed, uninterrupted = (
         read(tmp_path / "killed/metrics.json"),
         read(tmp_path / "straight/metrics.json"),
@@ -142,7 +144,7 @@ def test_kill_9_of_a_search_then_the_same_command_completes_the_study(tmp_path):
     proc = start(*search, cwd=tmp_path, start_new_session=True)
     wait_for_epoch(study_dir / "1" / "metrics.json", 2, proc)
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     first = read(study_dir / "0" / "metrics.json")
 
     again = start(*search, cwd=tmp_path)
