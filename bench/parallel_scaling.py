@@ -32,6 +32,8 @@ def main() -> None:
         launcher = ("hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}")
         wall_small, _ = run_grid(small, args.epochs, *launcher, repeats=args.repeats)
         wall_large, runs = run_grid(large, args.epochs, *launcher, repeats=args.repeats)
+        if wall_large <= wall_small:
+            raise SystemExit("the grids are too small to tell apart; give more jobs or epochs")
         throughput[workers] = (large - small) / (wall_large - wall_small) * 60
         whole[workers] = wall_large
         print(f"{workers:7d} {runs[0]['threads']:11d} {wall_small:12.2f} {wall_large:12.2f} "
