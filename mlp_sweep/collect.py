@@ -62,15 +62,14 @@ def collect(folders: Sequence[Path], metric: str | None = None) -> Collection:
     histories: dict[str, pd.DataFrame] = {}
     sweep_names = _sweep_names(folders)
     for folder, sweep in zip(folders, sweep_names):
-        for run_dir in _run_dirs(Path(folder).resolve()):
-            top = Path(folder).resolve()
+        top = Path(folder).resolve()
+        for run_dir in _run_dirs(top):
             name = run_dir.relative_to(top).as_posix() if run_dir != top else run_dir.name
             label = name if len(folders) == 1 else f"{sweep}/{name}"
             row, history = _read_run(run_dir)
-            rows.append({"sweep": sweep, "run": name, **row})
+            rows.append({"sweep": sweep, "run": name, **row, "label": label})
             if history is not None and len(history):
                 histories[label] = history
-            rows[-1]["label"] = label
     runs = pd.DataFrame(rows)
     extra = [col for col in runs.columns if col not in (*_FIXED_COLUMNS, "label")]
     runs = runs.reindex(columns=[*_FIXED_COLUMNS, *extra, "label"]).set_index("label", drop=False)
@@ -112,13 +111,10 @@ def seed_groups(c: Collection) -> pd.DataFrame | None:
     for key, group in grouped:
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         row["seeds"] = len(group)
-        for m in metrics:
-            row[m] = _mean_std(group[m])
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    best = table[c.metric].map(lambda s: float(s.split(" ")[0]))
-    order = best.sort_values(ascending=c.direction == "minimize").index
-    return table.loc[order].reset_index(drop=True)
+        row.update({m: _mean_std(group[m]) for m in metrics})
+        rows.append((group[c.metric].mean(), row))
+    rows.sort(key=lambda r: r[0], reverse=c.direction == "maximize")
+    return pd.DataFrame([row for _, row in rows])
 
 
 def side_by_side(c: Collection) -> pd.DataFrame | None:
@@ -133,10 +129,9 @@ def side_by_side(c: Collection) -> pd.DataFrame | None:
     done = c.runs[c.runs["status"] == records.COMPLETE]
     if done.empty:
         return None
-    index = within or (lambda _: "all runs")
-    table = done.groupby(
-        [*([index] if callable(index) else index), "sweep"], sort=True, dropna=False
-    )[c.metric].agg(_mean_std)
+    if not within:  # each sweep is one setting: one row of all its runs
+        done, within = done.assign(setting="all runs"), ["setting"]
+    table = done.groupby([*within, "sweep"], sort=True, dropna=False)[c.metric].agg(_mean_std)
     return table.unstack("sweep").reset_index()
 
 
