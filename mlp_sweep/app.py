@@ -20,11 +20,11 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mlp_sweep import job
-from mlp_sweep.errors import BadInput, SweepFailed, one_line
+from mlp_sweep.errors import BadInput, RunFailed, SweepFailed, one_line
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # What configs may build with `_target_` here: this project's callbacks. Optimizers, samplers
-# and pruners are allowed where they are built (job.OPTIMIZERS, search._TRUSTED).
+# and pruners are allowed where they are built (job.OPTIMIZERS, study.TRUSTED).
 TRUSTED_TARGETS = ("mlp_sweep.*",)
 BAD_INPUT = 2  # exit status for a config or data error, as argparse uses
 # Hydra's flags that choose what to do; with one of them present, a search is not started.
@@ -36,9 +36,9 @@ _MODE_FLAGS |= {"--hydra-help", "-sc", "--shell-completion"}
 def _hydra_main(cfg: DictConfig) -> float:
     try:
         return job.run(cfg)
-    except BadInput as err:
+    except (BadInput, RunFailed) as err:
         if HydraConfig.get().mode == RunMode.RUN:
-            _bad_input(err)  # one run: say it and stop; in a sweep the sweeper records it
+            _fail(err)  # one run: say it and stop; in a sweep the sweeper records it
         raise
 
 
@@ -68,9 +68,8 @@ def main() -> None:
         if isinstance(err.__cause__, BadInput):
             _bad_input(err.__cause__)
         raise
-    except SweepFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    except (RunFailed, SweepFailed) as err:  # a run diverged, or a sweep's runs failed
+        _fail(err)
     except OSError as err:  # an output folder that cannot be written: read-only, or full
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: cannot write the results: {where}{err.strerror or err}", file=sys.stderr)
@@ -80,6 +79,13 @@ def main() -> None:
 def _bad_input(err: BaseException) -> NoReturn:
     print(f"error: {describe(err)}", file=sys.stderr)
     sys.exit(BAD_INPUT)
+
+
+def _fail(err: BadInput | RunFailed | SweepFailed) -> NoReturn:
+    if isinstance(err, BadInput):
+        _bad_input(err)
+    print(f"error: {one_line(err)}", file=sys.stderr)
+    sys.exit(1)
 
 
 def describe(err: BaseException) -> str:

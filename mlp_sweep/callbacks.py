@@ -25,7 +25,7 @@ class CollectSweep(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        c = collect.write_summary(sweep_dir, metric=config.get("objective"))
+        c = collect.write_summary(sweep_dir)  # ranked by the runs' own objective
         if c.runs.empty:
             return
         print(collect.to_markdown(c, f"Sweep {sweep_dir}"), flush=True)

@@ -1,13 +1,15 @@
-"""What a run folder already holds: a finished run to keep, or a checkpoint to continue from.
+"""What a run folder already holds, and so what a run in it does: keep it, continue it, or
+start afresh. Decided by reading the folder only, before anything in it is written.
 
-A run writes ``checkpoint.pt`` after every epoch: the model and optimizer state, the state of
-the generator that shuffles the batches, and the run's metrics so far. Continuing from it gives
-the same numbers as a run that was never stopped.
+A run writes ``checkpoint.pt`` after every epoch whose loss is finite: the model and
+optimizer state, the state of the generator that shuffles the batches, and the run's metrics
+so far. Continuing from it gives the same numbers as a run that was never stopped.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,30 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mlp_sweep import records
-from mlp_sweep.config import flatten
+from mlp_sweep.config import flatten, is_alias
 from mlp_sweep.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 # Keys that may differ between a run and its continuation: where and how it runs, not what.
-_FREE = {"resume", "device", "threads", "save_model", "tags", "data.root", "data.cache_dir"}
+FREE_KEYS = frozenset(
+    {"resume", "retry_failed", "device", "threads", "save_model", "tags", "data.root"}
+    | {"data.cache_dir"}
+)
+
+# What a run does with its folder.
+FRESH = "fresh"  # start from epoch 1 (an empty folder, or resume=false)
+CONTINUE = "continue"  # go on from the checkpoint
+KEEP = "keep"  # the folder holds this run finished: return its objective, change nothing
+KEEP_FAILED = "keep_failed"  # the folder holds this run failed: report that, change nothing
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str
+    state: dict[str, Any] | None = None  # the checkpoint, for CONTINUE
+    value: float | None = None  # the objective of the run kept, for KEEP
+    error: str | None = None  # why the run kept failed, for KEEP_FAILED
 
 
 def save(
@@ -42,60 +61,106 @@ def save(
     records.write_torch(path, state)
 
 
-def finished_value(out: Path, cfg: DictConfig) -> float | None:
-    """The objective of a complete run of this config in ``out``, so it need not run again.
+def plan(out: Path, cfg: DictConfig, device: torch.device | str = "cpu") -> Plan:
+    """Decide what a run of ``cfg`` does in ``out``; raise ConfigError if it may not run there.
 
-    None if there is none, or if the same run is to continue to more ``epochs``. Raises
-    ConfigError if ``out`` holds a complete run of another config: it is never overwritten.
+    - a complete (or pruned) run of the same settings is kept; with ``resume=false`` it is
+      trained again from scratch; a complete run with a smaller ``epochs`` is continued;
+    - a failed run of the same settings stays failed, unless ``retry_failed=true`` (continue
+      from its last checkpoint, whose epochs all had a finite loss) or ``resume=false``;
+    - an interrupted or killed run continues from its checkpoint (``resume=true``);
+    - a complete run of other settings is never overwritten; any other run of other settings
+      only with ``resume=false``.
+
+    Nothing is written: a refused run leaves the folder exactly as it was.
     """
     try:
-        done = records.read_metrics(out)
+        done: dict[str, Any] | None = records.read_metrics(out)
     except ValueError:
-        return None
-    if done["status"] != records.COMPLETE:
-        return None
-    differ = _differences(done["config"], cfg, also_free=())
-    if not differ:
-        return done["objective"]["value"]
-    longer = cfg.epochs > done["epochs_run"] and not _differences(done["config"], cfg, ("epochs",))
-    if longer and cfg.resume and (out / records.CHECKPOINT_FILE).is_file():
-        return None  # the same run, to be trained for more epochs
-    raise ConfigError(
-        f"{out} holds a complete run with other settings ({differ}); keep it and choose "
-        "another hydra.run.dir or hydra.sweep.dir"
+        done = None  # no record, or a damaged one: the checkpoint (if any) tells
+    state = _load(out / records.CHECKPOINT_FILE, device)
+    status = done["status"] if done else None
+
+    if done is not None and status in (records.COMPLETE, records.PRUNED):
+        differ = _differences(done["config"], cfg)
+        if not differ:
+            return Plan(KEEP, value=done["objective"]["value"]) if cfg.resume else Plan(FRESH)
+        if _longer(done, state, cfg):
+            return Plan(CONTINUE, state=state)
+        raise ConfigError(
+            f"{out} holds a {status} run with other settings ({differ}); it is never "
+            "overwritten: choose another hydra.run.dir or hydra.sweep.dir"
+        )
+    if not cfg.resume:
+        return Plan(FRESH)  # the user chose to start afresh over an unfinished run
+    if done is not None and status == records.FAILED:
+        differ = _differences(done["config"], cfg, also_free=("epochs",))
+        if differ:
+            raise ConfigError(
+                f"{out} holds a failed run with other settings ({differ}); set resume=false "
+                "to start afresh there, or choose another folder"
+            )
+        if not cfg.get("retry_failed", False):
+            return Plan(KEEP_FAILED, error=done["error"] or "failed")
+    if state is not None:
+        differ = _differences(state["record"]["config"], cfg, also_free=("epochs",))
+        if differ:
+            raise ConfigError(
+                f"resume=true: the checkpoint in {out} has other settings ({differ}); set "
+                "resume=false to start afresh there, or choose another folder"
+            )
+        if state["record"]["epochs_run"] > cfg.epochs:
+            raise ConfigError(
+                f"resume=true: the checkpoint in {out} is at epoch "
+                f"{state['record']['epochs_run']}, beyond epochs={cfg.epochs}"
+            )
+        return Plan(CONTINUE, state=state)
+    if done is not None and done["epochs_run"] > 0:
+        differ = _differences(done["config"], cfg, also_free=("epochs",))
+        if differ:
+            raise ConfigError(
+                f"{out} holds {done['epochs_run']} epochs of a run with other settings "
+                f"({differ}) and no checkpoint; set resume=false to start afresh there, or "
+                "choose another folder"
+            )
+    return Plan(FRESH)
+
+
+def _longer(done: dict[str, Any], state: dict[str, Any] | None, cfg: DictConfig) -> bool:
+    """Whether ``cfg`` asks to train the complete run ``done`` for more epochs, from its
+    checkpoint."""
+    return (
+        cfg.resume
+        and done["status"] == records.COMPLETE
+        and cfg.epochs > done["epochs_run"]
+        and not _differences(done["config"], cfg, also_free=("epochs",))
+        and state is not None
+        and state["record"]["epochs_run"] == done["epochs_run"]
     )
 
 
-def resumable(out: Path, cfg: DictConfig, device: torch.device) -> dict[str, Any] | None:
-    """The checkpoint in ``out`` to continue from, if ``cfg.resume`` and it fits ``cfg``.
-
-    ``epochs`` may grow: a finished run continues to the new total.
-    """
-    path = out / records.CHECKPOINT_FILE
-    if not cfg.resume or not path.is_file():
+def _load(path: Path, device: torch.device | str) -> dict[str, Any] | None:
+    if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location=device, weights_only=True)
+        record = state["record"]
+        if not isinstance(record["config"], dict) or not isinstance(record["epochs_run"], int):
+            raise ValueError("it holds no run record")
     except Exception as err:
-        log.warning("%s is unreadable (%s); starting afresh", path, err)
+        log.warning("%s is unreadable (%s); not continuing from it", path, err)
         return None
-    differ = _differences(state["record"]["config"], cfg, also_free=("epochs",))
-    if differ:
-        raise ConfigError(
-            f"resume=true: the checkpoint in {out} has other settings ({differ}); set "
-            "resume=false to start afresh there, or choose another folder"
-        )
-    if state["record"]["epochs_run"] > cfg.epochs:
-        raise ConfigError(
-            f"resume=true: the checkpoint in {out} is at epoch "
-            f"{state['record']['epochs_run']}, beyond epochs={cfg.epochs}"
-        )
     return state
 
 
-def _differences(before: dict[str, Any], cfg: DictConfig, also_free: tuple[str, ...]) -> str:
+def _differences(before: dict[str, Any], cfg: DictConfig, also_free: tuple[str, ...] = ()) -> str:
+    """The settings in which ``cfg`` differs from the resolved config ``before``, as text
+    ("" for none). Aliases (``optimizer.lr: ${lr}``) count, but are named only where nothing
+    else differs: the key they repeat is named already."""
     old = flatten(before)
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
-    free = _FREE.union(also_free)
+    raw = flatten(OmegaConf.to_container(cfg, resolve=False))
+    free = FREE_KEYS.union(also_free)
     keys = sorted(k for k in old.keys() | new.keys() if k not in free and old.get(k) != new.get(k))
+    keys = [k for k in keys if not is_alias(raw.get(k))] or keys
     return ", ".join(f"{k}={old.get(k)} there, {new.get(k)} now" for k in keys[:3])

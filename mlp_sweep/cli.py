@@ -25,11 +25,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
+    overlap = _overlap(args.dirs)
+    if overlap:
+        print(f"error: {overlap}; give each folder once", file=sys.stderr)
+        return 2
     try:
         return args.command(args)
     except ValueError as err:  # an unknown --metric or --sort, named with what is allowed
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _overlap(dirs: Sequence[Path]) -> str | None:
+    """Why some runs would be counted twice: a folder given twice, or inside another."""
+    resolved = [Path(d).resolve() for d in dirs]
+    for i, a in enumerate(resolved):
+        for j, b in enumerate(resolved):
+            if i < j and a == b:
+                return f"{dirs[i]} is given twice"
+            if i != j and a != b and a.is_relative_to(b):
+                return f"{dirs[i]} lies inside {dirs[j]}"
+    return None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a whole number >= 1")
+    return value
 
 
 def _collect(args: argparse.Namespace) -> int:
@@ -80,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     p.add_argument("--metric", **metric)
     p.add_argument("--sort", help="sort the table by this column (default: the metric)")
-    p.add_argument("--top", type=int, help="show only the best N runs")
+    p.add_argument("--top", type=_positive, help="show only the best N runs")
     p.add_argument("--out", type=Path, help="also write summary files into this folder")
     p.set_defaults(command=_compare)
     return parser

@@ -23,6 +23,7 @@ from mlp_sweep.plots import plot_summary
 log = logging.getLogger(__name__)
 
 INCOMPLETE = "incomplete"  # a run folder without a usable metrics.json
+VARIANT = "model.name"  # the output/loss variant: losses of different variants never compare
 # Config keys that never tell runs apart in a useful way.
 _NOT_PARAMS = {"data.cache_dir", "save_model", "tags", "trial"}
 _FIXED_COLUMNS = (
@@ -76,8 +77,36 @@ def collect(folders: Sequence[Path], metric: str | None = None) -> Collection:
     if metric is None:
         objectives = Counter(r.get("objective") for r in rows if r.get("objective"))
         metric = objectives.most_common(1)[0][0] if objectives else "val_acc"
+        if _mixed_losses(runs, metric):
+            comparable = metric.replace("_loss", "_acc")
+            log.warning(
+                "the runs' objective %s mixes the losses of %s, which are not comparable; "
+                "ranked by %s instead",
+                metric,
+                " and ".join(_variants(runs)),
+                comparable,
+            )
+            metric = comparable
     records.direction(metric)  # an unknown name fails here, with the allowed ones
+    if _mixed_losses(runs, metric):
+        raise ValueError(
+            f"--metric {metric} would rank the losses of {' and '.join(_variants(runs))} "
+            "against each other, and they are not comparable (an MSE of sigmoid outputs, a "
+            f"cross-entropy); rank by {metric.replace('_loss', '_acc')}, or compare runs of "
+            "one variant"
+        )
     return Collection(runs=runs, histories=histories, params=_varying(runs), metric=metric)
+
+
+def _variants(runs: pd.DataFrame) -> list[str]:
+    """The loss variants (``model.name``) among the runs."""
+    if VARIANT not in runs.columns:
+        return []
+    return sorted(str(v) for v in runs[VARIANT].dropna().unique())
+
+
+def _mixed_losses(runs: pd.DataFrame, metric: str) -> bool:
+    return metric.endswith("_loss") and len(_variants(runs)) > 1
 
 
 def ranked(c: Collection, sort: str | None = None, top: int | None = None) -> pd.DataFrame:
@@ -86,8 +115,13 @@ def ranked(c: Collection, sort: str | None = None, top: int | None = None) -> pd
     if key not in c.runs.columns:
         allowed = ", ".join([*records.METRICS, *c.params, "seconds", "epochs_run"])
         raise ValueError(f"--sort {key!r} is not a column; allowed: {allowed}")
-    ascending = key in records.METRICS and records.direction(key) == "minimize"
-    table = c.runs.sort_values(key, ascending=ascending, na_position="last", kind="stable")
+    if top is not None and top < 1:
+        raise ValueError(f"--top {top} is invalid: must be a whole number >= 1")
+    # Metrics best first; anything else (seconds, a parameter) from the smallest up.
+    ascending = key not in records.METRICS or records.direction(key) == "minimize"
+    table = c.runs.sort_values(
+        key, ascending=ascending, na_position="last", kind="stable", key=_sortable
+    )
     metrics = [m for m in records.METRICS if m != c.metric and table[m].notna().any()]
     columns = ["run", *c.params, c.metric, *metrics, "epochs_run", "seconds", "status"]
     if table["sweep"].nunique() > 1:
@@ -113,7 +147,8 @@ def seed_groups(c: Collection) -> pd.DataFrame | None:
         row["seeds"] = len(group)
         row.update({m: _mean_std(group[m]) for m in metrics})
         rows.append((group[c.metric].mean(), row))
-    rows.sort(key=lambda r: r[0], reverse=c.direction == "maximize")
+    sign = -1 if c.direction == "maximize" else 1
+    rows.sort(key=lambda r: (math.isnan(r[0]), sign * r[0] if not math.isnan(r[0]) else 0))
     return pd.DataFrame([row for _, row in rows])
 
 
@@ -224,24 +259,36 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
         log.warning("run %s is incomplete: %s", run_dir, err)
         return {"status": INCOMPLETE, "error": str(err), "path": str(run_dir)}, None
     params = {k: _cell(v) for k, v in m["params"].items() if k not in _NOT_PARAMS}
-    params.update({k: v for k, v in m.get("choices", {}).items() if v is not None})
-    final = m.get("final") or {}
-    history = pd.DataFrame(m.get("history", []), columns=records.EPOCH_FIELDS)
+    choices = m.get("choices")
+    if isinstance(choices, dict):
+        params.update({k: _cell(v) for k, v in choices.items() if v is not None})
+    history = pd.DataFrame(m["history"], columns=records.EPOCH_FIELDS).apply(
+        pd.to_numeric, errors="coerce"
+    )
     last = history.iloc[-1].to_dict() if len(history) else {}
+    # A run that did not finish is shown with its last epoch's figures.
+    figures = {k: m["final"].get(k, last.get(k)) for k in records.METRICS}
     row = {
         **params,
         "status": m["status"],
-        "epochs_run": m.get("epochs_run", len(history)),
-        "seconds": m.get("seconds", {}).get("total"),
-        "error": m.get("error"),
+        "epochs_run": m["epochs_run"],
+        "seconds": _number(m["seconds"].get("total")),
+        "error": m["error"],
         "path": str(run_dir),
-        "objective": m.get("objective", {}).get("metric"),
-        # A run that did not finish is shown with its last epoch's figures.
-        **{k: final.get(k, last.get(k, math.nan)) for k in records.METRICS},
+        "objective": m["objective"]["metric"],
+        **{k: _number(v) for k, v in figures.items()},
     }
-    if m.get("trial"):
-        row["trial"] = m["trial"]["number"]
+    trial = m.get("trial")
+    if isinstance(trial, dict) and isinstance(trial.get("number"), int):
+        row["trial"] = trial["number"]
     return row, history
+
+
+def _number(value: Any) -> float:
+    """A metric as a float; NaN for null, text or anything else that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
 
 
 def _varying(runs: pd.DataFrame) -> list[str]:
@@ -266,10 +313,34 @@ def _determined_by(runs: pd.DataFrame, group: str, col: str) -> bool:
 
 
 def _cell(value: Any) -> Any:
-    """Lists become one value (``[100]`` -> 100) or a readable string, so cells compare."""
+    """Lists become one value (``[100]`` -> 100) or a readable string, so cells compare;
+    anything else that is not a plain value becomes its text."""
     if isinstance(value, list):
-        return value[0] if len(value) == 1 else str(value)
-    return value
+        return _cell(value[0]) if len(value) == 1 else str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _sortable(column: pd.Series) -> pd.Series:
+    """A column that sorts whatever it mixes: numbers, lists of layer widths written as text
+    (``[100, 50]``, after ``50``), names. Missing values stay missing, to go last."""
+    if pd.api.types.is_numeric_dtype(column):
+        return column
+    return column.map(_sort_value)
+
+
+def _sort_value(value: Any) -> tuple[int, tuple[Any, ...]] | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (int, float)):
+        return (0, (float(value),))
+    text = str(value)
+    parts = text.strip("[]").split(",")
+    try:
+        return (0, tuple(float(p) for p in parts))
+    except ValueError:
+        return (1, (text,))
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -290,5 +361,10 @@ def _sweep_names(folders: Sequence[Path]) -> list[str]:
     return names
 
 
-def _natural(path: Path) -> tuple[Any, ...]:
-    return (*(int(p) if p.isdigit() else math.inf for p in path.parts), str(path))
+def _natural(path: Path) -> tuple[tuple[int, Any], ...]:
+    """Sort key putting ``sweep/2`` before ``sweep/10``; numbers and names never meet.
+
+    >>> sorted([Path("s/10"), Path("runs/a"), Path("s/2")], key=_natural)
+    [PosixPath('runs/a'), PosixPath('s/2'), PosixPath('s/10')]
+    """
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)

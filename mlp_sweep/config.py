@@ -9,6 +9,7 @@ allowed.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -56,6 +57,7 @@ class Config:
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     objective: str = "val_acc"
     resume: bool = True  # continue from the run folder's checkpoint, if it has one
+    retry_failed: bool = False  # continue a failed run from its last checkpoint
     trial: int | None = None  # the Optuna trial this run is; set by the search sweeper
     save_model: bool = True
     tags: list[str] = field(default_factory=list)
@@ -86,6 +88,18 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def is_alias(raw: Any) -> bool:
+    """Whether an unresolved config value only repeats another key, such as ``${lr}``.
+
+    >>> is_alias("${lr}"), is_alias("${oc.env:HOME}"), is_alias(0.1)
+    (True, False, False)
+    """
+    return isinstance(raw, str) and _ALIAS.fullmatch(raw) is not None
+
+
+_ALIAS = re.compile(r"\$\{[\w.]+\}")
 
 
 def hidden_sizes(hidden: Any) -> list[int]:
@@ -182,6 +196,24 @@ def _check_objective(cfg: DictConfig) -> None:
         raise ConfigError(
             f"objective={objective!r} needs a validation set but data.val_size=0: set "
             "data.val_size > 0 or objective=train_acc / train_loss"
+        )
+
+
+def check_comparable(objective: str, variants: set[str]) -> None:
+    """Raise ConfigError if a sweep would rank the losses of different variants against each
+    other: an MSE of sigmoid outputs and a cross-entropy are on different scales.
+
+    >>> check_comparable("val_loss", {"softmax_ce", "sigmoid_mse"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mlp_sweep.errors.ConfigError: objective=val_loss cannot rank runs of both sigmoid_mse and ...
+    """
+    if objective.endswith("_loss") and len(variants) > 1:
+        raise ConfigError(
+            f"objective={objective} cannot rank runs of both {' and '.join(sorted(variants))}: "
+            "their losses are on different scales (an MSE of sigmoid outputs, a "
+            f"cross-entropy); use objective={objective.replace('_loss', '_acc')}, or sweep "
+            "one model"
         )
 
 

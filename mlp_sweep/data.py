@@ -72,10 +72,11 @@ def load(
 def _load(
     name: str, device: str, val_size: int, root: str | None, download: bool, cache: str
 ) -> Splits:
+    check_split(name, val_size)
     if name == "mnist_5k":
         parts = _mnist_5k(val_size, Path(cache))
     elif name in _TORCHVISION:
-        parts = _hold_out(*_torchvision(name, root, download, cache), val_size, name)
+        parts = _hold_out(*_torchvision(name, root, download, cache), val_size)
     else:
         raise DataError(
             f"data.name={name!r} is invalid: allowed: mnist_5k, {', '.join(_TORCHVISION)}"
@@ -96,8 +97,32 @@ def _load(
     )
 
 
-def _check_val_size(val_size: int, pool: int, name: str) -> None:
-    if not 0 <= val_size < pool:
+# Training images of each data set, before a validation split is held out of them.
+TRAIN_POOL = {"mnist_5k": 5000 - MNIST_5K_TEST_SIZE, "mnist": 60_000, "fashion_mnist": 60_000}
+NUM_CLASSES = 10
+
+
+def check_split(name: str, val_size: int) -> None:
+    """Raise DataError unless data set ``name`` can give a validation split of ``val_size``
+    images and still train on some; no data is read.
+
+    >>> check_split("mnist_5k", 3995)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mlp_sweep.errors.DataError: data.val_size=3995 is invalid: ... or 10 to 3990 of its 4000 ...
+    """
+    pool = TRAIN_POOL.get(name)
+    if pool is None:
+        return  # an unknown name is reported by load()
+    if name == "mnist_5k":
+        # scikit-learn's stratified split needs one image per class on each side.
+        if val_size != 0 and not NUM_CLASSES <= val_size <= pool - NUM_CLASSES:
+            raise DataError(
+                f"data.val_size={val_size} is invalid: {name}'s split is stratified by class, "
+                f"so it needs 0, or {NUM_CLASSES} to {pool - NUM_CLASSES} of its {pool} "
+                "training images"
+            )
+    elif not 0 <= val_size < pool:
         raise DataError(
             f"data.val_size={val_size} is invalid: must be >= 0 and below the "
             f"{pool} training images of {name}"
@@ -110,11 +135,9 @@ def _hold_out(
     x_test: torch.Tensor,
     y_test: torch.Tensor,
     val_size: int,
-    name: str,
 ) -> tuple[torch.Tensor, ...]:
     """The last ``val_size`` of a fixed permutation of the training images become the
     validation split; with none, the training images are used as they are (no copy)."""
-    _check_val_size(val_size, len(y), name)
     if val_size == 0:
         return x, y, x[:0], y[:0], x_test, y_test
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
@@ -140,14 +163,8 @@ def _mnist_5k(val_size: int, cache: Path) -> tuple[torch.Tensor, ...]:
     x, x_test, y, y_test = train_test_split(
         images, labels, test_size=MNIST_5K_TEST_SIZE, stratify=labels, random_state=SPLIT_SEED
     )
-    _check_val_size(val_size, len(y), "mnist_5k")
     if val_size == 0:
         x_val, y_val = x[:0], y[:0]
-    elif val_size < 10:
-        raise DataError(
-            f"data.val_size={val_size} is invalid: a split of mnist_5k stratified by class "
-            "needs at least 10 images (one per class), or 0"
-        )
     else:
         x, x_val, y, y_val = train_test_split(
             x, y, test_size=val_size, stratify=y, random_state=SPLIT_SEED

@@ -15,6 +15,10 @@ class DataError(BadInput):
     """The data set cannot be found or read."""
 
 
+class RunFailed(RuntimeError):
+    """A run failed for a reason of its own (it diverged), or failed before and is kept so."""
+
+
 class SweepFailed(RuntimeError):
     """A sweep stopped because too many of its runs failed."""
 

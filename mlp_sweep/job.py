@@ -6,9 +6,10 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 import platform
-import re
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,32 +24,55 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlp_sweep import checkpoint, records
 from mlp_sweep import data as data_mod
-from mlp_sweep.config import flatten, hidden_sizes, validate
-from mlp_sweep.errors import ConfigError, one_line
+from mlp_sweep.config import flatten, hidden_sizes, is_alias, validate
+from mlp_sweep.errors import ConfigError, RunFailed, one_line
 from mlp_sweep.launchers import job_threads
 from mlp_sweep.model import LOSSES, MLP
 from mlp_sweep.plots import plot_curves
-from mlp_sweep.search import trial_reporter
-from mlp_sweep.train import evaluate, fit
+from mlp_sweep.study import trial_reporter
+from mlp_sweep.train import Diverged, evaluate, fit
 
 log = logging.getLogger(__name__)
 
-_ALIAS = re.compile(r"\$\{[\w.]+\}")  # an interpolation of another key, such as ${lr}
 _VERSIONS = ("torch", "torchvision", "hydra-core", "omegaconf", "optuna", "numpy")
 # What an optimizer config may build with `_target_` (Hydra's execution whitelist). Given at the
 # call, not only by run.py, so jobs in other processes (joblib, submitit) check it too.
 OPTIMIZERS = ("torch.optim.*",)
 
 
+def check(cfg: DictConfig) -> None:
+    """Raise ConfigError for anything in ``cfg`` that would fail a run before its first epoch:
+    a value out of range, a device this machine lacks, a validation split the data set cannot
+    give, optimizer settings the optimizer refuses. The sweepers call it for every job before
+    the first one starts; each run calls it again."""
+    validate(cfg)
+    pick_device(cfg.device)
+    data_mod.check_split(cfg.data.name, cfg.data.val_size)
+    build_optimizer(cfg.optimizer, torch.nn.Linear(1, 1))
+
+
 def pick_device(name: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; any other name is used as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``auto`` picks cuda, then mps, then cpu; any other name is used as given, if this
+    machine has it."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = (device.type == "cuda" and (device.index or 0) >= cuda) or (
+        device.type == "mps" and not torch.backends.mps.is_available()
+    )
+    if missing:
+        here = ["auto", "cpu"] + (["cuda", *(f"cuda:{i}" for i in range(cuda))] if cuda else [])
+        here += ["mps"] if torch.backends.mps.is_available() else []
+        raise ConfigError(
+            f"device={name!r} is invalid: this machine has no such device; allowed here: "
+            f"{', '.join(here)}"
+        )
+    return device
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -61,42 +85,58 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opti
         ) from None
 
 
-def params_of(cfg: DictConfig) -> dict[str, Any]:
+def params_of(cfg: DictConfig, overridden: Iterable[str] = ()) -> dict[str, Any]:
     """The hyperparameters of a run, flat (``optimizer.momentum``), with ``hidden`` a list.
 
-    Keys that say how to build rather than what (``_target_``) and keys that only repeat
-    another key (``optimizer.lr: ${lr}``) are left out.
+    Keys that say how to build rather than what (``_target_``) and the config's own aliases
+    of another key (``optimizer.lr: ${lr}``) are left out; a key ``overridden`` on the command
+    line is kept even when its value is an interpolation (``batch_size=${hidden}``).
     """
     raw = flatten(OmegaConf.to_container(cfg, resolve=False))
+    kept = set(overridden)
     params = {
         key: value
         for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
-        if not key.rsplit(".", 1)[-1].startswith("_") and not _ALIAS.fullmatch(str(raw[key]))
+        if not key.rsplit(".", 1)[-1].startswith("_") and (key in kept or not is_alias(raw[key]))
     }
     params["hidden"] = hidden_sizes(cfg.hidden)
     return params
 
 
+def override_keys(overrides: Iterable[str]) -> list[str]:
+    """The keys that command-line overrides set.
+
+    >>> override_keys(["hidden=50", "+extra=1", "++lr=0.2", "~tags"])
+    ['hidden', 'extra', 'lr', 'tags']
+    """
+    return [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+
+
 def run(cfg: DictConfig) -> float:
     """Train one configuration in the current Hydra job folder and return its objective.
 
-    Writes metrics.json and checkpoint.pt after every epoch, then history.csv, curves.png and
-    model.pt. A folder that already holds this run complete is left as it is; one holding its
-    checkpoint continues from there (``resume=true``). In an Optuna search (``cfg.trial`` set)
-    each epoch's objective goes to the study, and a pruned run returns its last one.
+    What the folder already holds decides what happens (:func:`checkpoint.plan`): a complete
+    run of this config is kept as it is, a checkpoint is continued, a folder holding another
+    run is refused before anything in it changes. A run writes metrics.json and checkpoint.pt
+    after every epoch, then history.csv, curves.png and model.pt. In an Optuna search
+    (``cfg.trial`` set) each epoch's objective goes to the study, and a pruned run returns
+    its last one.
     """
-    validate(cfg)
+    check(cfg)
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
-    done = checkpoint.finished_value(out, cfg)
-    if done is not None:
-        log.info("%s is complete already: %s %.4f; kept as it is", out, cfg.objective, done)
-        return done
+    device = pick_device(cfg.device)
+    decided = checkpoint.plan(out, cfg, device)
+    if decided.action == checkpoint.KEEP:
+        value = math.nan if decided.value is None else decided.value
+        log.info("%s is complete already: %s %.4f; kept as it is", out, cfg.objective, value)
+        return value
+    if decided.action == checkpoint.KEEP_FAILED:
+        raise kept_failure(out, decided.error)
     started = time.perf_counter()
     threads = job_threads(cfg.threads, hydra_cfg.launcher)
     if threads:
         torch.set_num_threads(threads)
-    device = pick_device(cfg.device)
     splits = data_mod.load(
         cfg.data.name,
         device=device,
@@ -117,8 +157,13 @@ def run(cfg: DictConfig) -> float:
     optimizer = build_optimizer(cfg.optimizer, model)
     generator = torch.Generator().manual_seed(cfg.seed)
 
+    # From here on the folder is this run's: nothing above wrote to it.
+    if decided.action == checkpoint.FRESH:
+        for name in _OUTPUT_FILES:  # an earlier attempt's, which this one replaces
+            (out / name).unlink(missing_ok=True)
+    _write_hydra_record(out, cfg, hydra_cfg)
     record = RunRecord(out, cfg, hydra_cfg, device, started)
-    state = checkpoint.resumable(out, cfg, device)
+    state = decided.state
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -127,7 +172,7 @@ def run(cfg: DictConfig) -> float:
         log.info("continuing %s after epoch %d", out, record.data["epochs_run"])
     report = None
     if cfg.trial is not None:
-        report = trial_reporter(cfg.trial, hydra_cfg.sweeper, cfg.objective, out)
+        report = trial_reporter(cfg.trial, hydra_cfg.sweeper, cfg.objective, out, cfg.epochs)
         record.data["trial"] = {"number": cfg.trial, "study": hydra_cfg.sweeper.study_name}
 
     def on_epoch(epoch: dict[str, float]) -> None:
@@ -170,6 +215,10 @@ def run(cfg: DictConfig) -> float:
     except KeyboardInterrupt:
         record.finish(records.INTERRUPTED, error="interrupted by the user")
         raise
+    except Diverged as err:
+        record.add_epoch(err.epoch)  # shown in the history; its checkpoint was never written
+        record.finish(records.FAILED, error=str(err))
+        raise RunFailed(f"{out}: {err}; the run is marked failed") from None
     except Exception as err:
         record.finish(records.FAILED, error=f"{type(err).__name__}: {one_line(err)}")
         raise
@@ -185,6 +234,36 @@ def run(cfg: DictConfig) -> float:
         record.data["seconds"]["total"],
     )
     return value
+
+
+def kept_failure(out: Path, error: str | None) -> RunFailed:
+    """The error of a run that failed before and is kept so (see :func:`checkpoint.plan`)."""
+    return RunFailed(
+        f"{out} holds this run, failed ({error}); kept as it is: retry_failed=true continues "
+        "it from its last checkpoint, resume=false starts it afresh"
+    )
+
+
+# What a run leaves besides metrics.json; a run started afresh removes an earlier attempt's.
+_OUTPUT_FILES = (
+    records.CHECKPOINT_FILE,
+    records.MODEL_FILE,
+    records.HISTORY_FILE,
+    records.CURVES_FILE,
+)
+
+
+def _write_hydra_record(out: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """Hydra's record of the job in ``.hydra/``, written here rather than by Hydra (whose
+    ``hydra.output_subdir`` is null) so that a refused run leaves the folder untouched."""
+    folder = out / records.HYDRA_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", HydraConfig.instance().cfg),
+        ("overrides.yaml", hydra_cfg.overrides.task),
+    ):
+        records.write_yaml(folder / name, node)
 
 
 class RunRecord:
@@ -209,7 +288,7 @@ class RunRecord:
                 "direction": records.direction(cfg.objective),
                 "value": None,
             },
-            "params": params_of(cfg),
+            "params": params_of(cfg, override_keys(hydra_cfg.overrides.task)),
             "overrides": list(hydra_cfg.overrides.task),
             "choices": {
                 k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")

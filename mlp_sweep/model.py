@@ -24,7 +24,7 @@ class MLP(nn.Module):
     With ``init_std`` set, every Linear weight is re-drawn from N(0, init_std) and every bias
     set to 0 right after PyTorch's default init, as in the lecture notebooks.
 
-    >>> model = MLP(784, [100], 10, init_std=0.1)
+    >>> model = MLP(784, 100, 10, init_std=0.1)  # or [100]; [256, 128] for two layers
     >>> model(torch.zeros(2, 784)).shape
     torch.Size([2, 10])
     """
@@ -32,12 +32,13 @@ class MLP(nn.Module):
     def __init__(
         self,
         num_features: int,
-        hidden: Sequence[int],
+        hidden: int | Sequence[int],
         num_classes: int,
         activation: str = "sigmoid",
         init_std: float | None = 0.1,
     ) -> None:
         super().__init__()
+        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         widths = [num_features, *hidden, num_classes]
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 SCHEMA_VERSION = 1
 
@@ -25,6 +26,7 @@ HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
+HYDRA_DIR = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: Hydra's record of the job
 
 # Files a sweep folder gets once its runs are collected.
 SUMMARY_CSV = "summary.csv"
@@ -112,6 +114,12 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def write_yaml(path: Path, node: Any) -> None:
+    """An OmegaConf node as YAML, unresolved (as Hydra writes it), atomically."""
+    text = OmegaConf.to_yaml(node)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 def write_torch(path: Path, obj: Any) -> None:
     """``torch.save`` atomically. Serialised in memory first: torch's own file writer turns a
     full disk into an obscure RuntimeError, Python's write into a plain OSError."""
@@ -129,4 +137,33 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: {err}") from None
     if not isinstance(data, dict) or data.get("status") not in STATUSES:
         raise ValueError(f"{path}: not an mlp_sweep metrics file")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: schema_version {data.get('schema_version')!r} is not one this version "
+            f"of mlp_sweep reads ({SCHEMA_VERSION})"
+        )
+    for key, kind in _SCHEMA.items():
+        if not isinstance(data.get(key), kind):
+            raise ValueError(f"{path}: {key!r} is missing or not {_KIND_NAMES[kind]}")
+    if not all(isinstance(epoch, dict) for epoch in data["history"]):
+        raise ValueError(f"{path}: 'history' holds something other than epoch records")
+    metric = data["objective"].get("metric")
+    if metric not in METRICS:
+        raise ValueError(f"{path}: objective metric {metric!r} is not one of {', '.join(METRICS)}")
+    if not isinstance(data.get("error"), (str, type(None))):
+        raise ValueError(f"{path}: 'error' is not text or null")
     return data
+
+
+# The keys every reader relies on, with their JSON types (bool is an int in Python: excluded
+# where it matters by the readers' own checks).
+_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "objective": dict,
+    "params": dict,
+    "final": dict,
+    "history": list,
+    "epochs_run": int,
+    "seconds": dict,
+    "config": dict,
+}
+_KIND_NAMES = {dict: "an object", list: "a list", int: "a whole number"}

@@ -42,25 +42,19 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mlp_sweep import records
+from mlp_sweep import checkpoint, job, records
+from mlp_sweep.config import check_comparable, flatten, is_alias
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
+from mlp_sweep.study import ERROR, PRUNED_AT, RUN_DIR, TRUSTED, is_rdb, open_rdb
+from mlp_sweep.sweepers import failure
 
 log = logging.getLogger(__name__)
 # Optuna warns when heartbeats are used outside study.optimize and that stale-trial handling
 # is experimental; both are used here on purpose, as the module docstring explains.
 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-# User attributes that jobs and the sweeper leave on a trial, through the study's storage.
-RUN_DIR = "run_dir"  # the trial's job folder
-PRUNED_AT = "pruned_at"  # the epoch after which the job stopped on the pruner's word
-ERROR = "error"  # why the trial failed; only trials that ran to an end get one
-_TRUSTED = {
-    "sampler": ("optuna.samplers.*", "hydra_plugins.hydra_optuna_sweeper.*"),
-    "pruner": ("optuna.pruners.*",),
-}
 
 
 @dataclass
@@ -174,6 +168,7 @@ class SearchSweeper(OptunaSweeperImpl):
         )
         for name in fixed:
             space.pop(name, None)
+        self._check(space)
         storage = self._open_storage()
         self.sampler = self._sampler(storage)
         self._use_grid(space)
@@ -184,6 +179,7 @@ class SearchSweeper(OptunaSweeperImpl):
             direction=self.direction,
             load_if_exists=True,
         )
+        self._check_study(study, _settings(self.config, space))
         for params in self.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
         log.info(
@@ -195,9 +191,9 @@ class SearchSweeper(OptunaSweeperImpl):
             self.n_jobs,
             self.storage,
         )
-        failures = 0
         with _Heartbeats(storage, self.heartbeat_interval) as heartbeats:
             while (batch := self._batch_size(study)) is not None:
+                self._within_budget(study)
                 if batch == 0:  # only trials of other workers are left; wait for them
                     time.sleep(min(self.heartbeat_interval, 5))
                     continue
@@ -211,15 +207,55 @@ class SearchSweeper(OptunaSweeperImpl):
                     for trial in trials:
                         _retry(study, trial)
                     raise
-                failures += sum(_tell(study, t, r) for t, r in zip(trials, returns))
+                for trial, ret in zip(trials, returns):
+                    _tell(study, trial, ret)
                 heartbeats.remove(trials)
-                if failures > self.max_failure_rate * self.n_trials:
-                    raise SweepFailed(
-                        f"{failures} trials failed, more than max_failure_rate="
-                        f"{self.max_failure_rate} of n_trials={self.n_trials}; stopping the "
-                        f"search (the errors are in {self.sweep_dir}/{records.SUMMARY_MD})"
-                    )
+                self._within_budget(study)
         self._report(study)
+
+    def _check(self, space: dict[str, Any]) -> None:
+        """What can be told before the first trial: the fixed settings, the losses the
+        objective would compare, and a sweep folder left by a study that is gone."""
+        job.check(self.config)
+        variants = {self.config.model.name}
+        for key in ("model", "model.name"):
+            if isinstance(space.get(key), optuna.distributions.CategoricalDistribution):
+                variants = {str(choice) for choice in space[key].choices}
+        check_comparable(self.config.objective, variants)
+
+    def _check_study(self, study: optuna.Study, settings: dict[str, Any]) -> None:
+        """Record the settings a new study starts with; refuse to continue a study that was
+        started with others, since its trials would then be ranked against different ones."""
+        recorded = study.user_attrs.get(SETTINGS)
+        if recorded is not None:
+            differ = _setting_differences(recorded, settings)
+            if differ:
+                raise ConfigError(
+                    f"study {study.study_name} was started with other settings ({differ}); "
+                    "give the same settings to continue it, or start another study with "
+                    "hydra.sweeper.study_name=<a new name>"
+                )
+            return
+        sweep_dir = Path(self.sweep_dir)
+        if not study.trials and sweep_dir.is_dir() and any(sweep_dir.rglob(records.METRICS_FILE)):
+            raise ConfigError(
+                f"{sweep_dir} holds the runs of an earlier study that the storage no longer "
+                "has; move them away, or choose another hydra.sweep.dir or "
+                "hydra.sweeper.study_name"
+            )
+        study.set_user_attr(SETTINGS, settings)
+
+    def _within_budget(self, study: optuna.Study) -> None:
+        """Stop once more than ``max_failure_rate`` of ``n_trials`` have failed, counting the
+        study's failures from every session that worked on it."""
+        failures = _failed(study)
+        if failures > self.max_failure_rate * self.n_trials:
+            raise SweepFailed(
+                f"{failures} trials of study {study.study_name} failed, more than "
+                f"max_failure_rate={self.max_failure_rate} of n_trials={self.n_trials}; "
+                f"stopping the search (the errors are in {self.sweep_dir}/"
+                f"{records.SUMMARY_MD}; raise hydra.sweeper.max_failure_rate to go on)"
+            )
 
     def _sampler(self, storage: Any) -> optuna.samplers.BaseSampler:
         """The configured sampler. A study that already has trials offsets its seed by their
@@ -231,7 +267,7 @@ class SearchSweeper(OptunaSweeperImpl):
                 settings["seed"] += len(study.get_trials(deepcopy=False))
             except KeyError:  # a new study
                 pass
-        return instantiate(settings, _execution_whitelist_=_TRUSTED["sampler"])
+        return instantiate(settings, _execution_whitelist_=TRUSTED["sampler"])
 
     def _batch_size(self, study: optuna.Study) -> int | None:
         """How many trials to ask for next: None when the study has its total."""
@@ -244,7 +280,7 @@ class SearchSweeper(OptunaSweeperImpl):
 
     def _open_storage(self) -> Any:
         url = self.storage
-        if not _is_rdb(url):
+        if not is_rdb(url):
             return url  # None (in memory) or a storage such as a journal file: no heartbeats
         # Workers started together on a new database all create its tables at once, and all
         # but one may fail at it; a second try finds the tables there.
@@ -269,6 +305,13 @@ class SearchSweeper(OptunaSweeperImpl):
         """GridSampler needs the search space itself, and the grid bounds the trial count."""
         sampler = self.sampler
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
+            continuous = [name for name, d in space.items() if _continuous(d)]
+            if continuous:
+                raise ConfigError(
+                    f"hydra/sweeper/sampler=grid needs a finite set of values for every "
+                    f"parameter, and {', '.join(continuous)} is a continuous interval: give it "
+                    "as choice(...) or range(...), or use another sampler"
+                )
             grid = {name: self._to_grid_sampler_choices(d) for name, d in space.items()}
             self.sampler = sampler(grid)
             self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
@@ -295,49 +338,46 @@ class SearchSweeper(OptunaSweeperImpl):
         )
 
 
-RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+# The study's user attribute holding the settings it was started with.
+SETTINGS = "settings"
 
 
-def open_rdb(url: str, **heartbeat: Any) -> RDBStorage:
-    """An Optuna RDB storage; SQLite waits for locks instead of failing at once, and its
-    folder is created."""
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+def _settings(config: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
+    """The settings every trial of a study shares: the resolved config, flat, without the
+    searched parameters (and the keys of a searched config group), the config's own aliases
+    of other keys (``optimizer.lr: ${lr}``), and the keys that say where, not what, a run
+    trains (``device``, ``data.root``, ...)."""
+    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    raw = flatten(OmegaConf.to_container(task, resolve=False))
+    resolved = flatten(OmegaConf.to_container(task, resolve=True))
+    searched = tuple(space)
+    return {
+        key: value
+        for key, value in resolved.items()
+        if key not in checkpoint.FREE_KEYS
+        and key != "trial"
+        and not any(key == s or key.startswith(f"{s}.") for s in searched)
+        and not is_alias(raw[key])
+    }
 
 
-def trial_reporter(trial_number: int, sweeper: DictConfig, objective: str, run_dir: Path) -> Any:
-    """The per-epoch hook of a job that runs trial ``trial_number``: it reports the objective
-    to the study and raises ``optuna.TrialPruned`` when the pruner says stop."""
-    if sweeper.get("storage") is None:
-        log.warning("the study is in memory, out of the job's reach: no pruning")
-        return None
-    url = sweeper.storage
-    storage = open_rdb(url) if _is_rdb(url) else optuna.storages.get_storage(url)
-    pruner = instantiate(sweeper.pruner, _execution_whitelist_=_TRUSTED["pruner"])
-    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), trial_number
+def _setting_differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    return ", ".join(f"{k}={before.get(k)} then, {now.get(k)} now" for k in keys[:3])
+
+
+def _continuous(distribution: Any) -> bool:
+    return isinstance(distribution, optuna.distributions.FloatDistribution) and (
+        distribution.step is None
     )
-    trial = optuna.trial.Trial(study, trial_id)
-    trial.set_user_attr(RUN_DIR, str(run_dir))
-
-    def report(epoch: dict[str, float]) -> None:
-        value = epoch[objective]
-        if math.isfinite(value):
-            trial.report(value, epoch["epoch"])
-        if trial.should_prune():
-            trial.set_user_attr(PRUNED_AT, epoch["epoch"])
-            raise optuna.TrialPruned(f"pruned after epoch {epoch['epoch']}")
-
-    return report
 
 
-def _is_rdb(url: Any) -> bool:
-    return isinstance(url, str) and url.split(":")[0].split("+")[0] in RDB_SCHEMES
+def _failed(study: optuna.Study) -> int:
+    """Trials that failed with an error of their own (not the ones that went stale)."""
+    return sum(
+        t.state == TrialState.FAIL and ERROR in t.user_attrs
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 def _finished(study: optuna.Study) -> int:
@@ -350,26 +390,31 @@ def _finished(study: optuna.Study) -> int:
     )
 
 
-def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> bool:
-    """Record a job's outcome in the study; return True if the trial failed."""
-    try:
-        value = float(ret.return_value)
-    except Exception as err:  # the job raised: a bug, a divergence, bad parameters
+def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> None:
+    """Record a job's outcome in the study."""
+    if ret.hydra_cfg is not None:  # also where the job could not reach the study itself
+        trial.set_user_attr(RUN_DIR, str(ret.hydra_cfg.hydra.runtime.output_dir))
+    err = failure(ret)  # a bug, a divergence, bad parameters
+    if err is None:
+        try:
+            value = float(ret.return_value)
+        except (TypeError, ValueError) as not_a_number:
+            err = not_a_number
+    if err is not None:
         trial.set_user_attr(ERROR, one_line(err)[:1000])
         study.tell(trial, state=TrialState.FAIL)
         log.warning("trial %d failed: %s", trial.number, one_line(err))
-        return True
+        return
     pruned_at = _stored(study, trial.number).user_attrs.get(PRUNED_AT)  # set by the job
     if pruned_at is not None:
         study.tell(trial, state=TrialState.PRUNED)
         log.info("trial %d pruned after epoch %d", trial.number, pruned_at)
-        return False
+        return
     if not math.isfinite(value):
         trial.set_user_attr(ERROR, f"the objective is {value}")
         study.tell(trial, state=TrialState.FAIL)
-        return True
+        return
     study.tell(trial, value)
-    return False
 
 
 def _stale(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int) -> None:

@@ -1,20 +1,27 @@
 """Hydra sweepers, registered as Hydra plugins through the `hydra.plugins` entry point.
 
-`grid` is Hydra's basic sweeper checking every job's config before the first job starts.
+`grid` is Hydra's basic sweeper checking every job before the first job starts.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlp_sweep.config import validate
+from mlp_sweep import checkpoint, job, records
+from mlp_sweep.config import check_comparable
+from mlp_sweep.errors import BadInput, RunFailed, SweepFailed, one_line
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,8 +33,9 @@ ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweepe
 
 
 class GridSweeper(BasicSweeper):
-    """Compose and validate all jobs of the grid up front, so one bad value (``lr=0.1,-1``)
-    stops the sweep before anything trains or any sweep folder is made.
+    """Compose and check all jobs of the grid up front, so one bad value (``lr=0.1,-1``), an
+    optimizer setting the optimizer refuses, or a job folder holding another run stops the
+    sweep before anything trains or any folder changes.
 
     The launcher then gets the configs composed here instead of composing each job again
     (Hydra's basic sweeper composes every job twice: to check it, then to launch it).
@@ -41,19 +49,112 @@ class GridSweeper(BasicSweeper):
         loader = self.hydra_context.config_loader
         parser = OverridesParser.create(config_loader=loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-        composed = {}
-        for batch in self.split_arguments(overrides, None):
-            for job in batch:
-                composed[tuple(job)] = cfg = loader.load_sweep_config(self.config, list(job))
-                validate(cfg)
+        batches = self.split_arguments(overrides, self.max_batch_size)
+        jobs = [list(j) for batch in batches for j in batch]
+        configs = [loader.load_sweep_config(self.config, j) for j in jobs]
+        for cfg in configs:
+            job.check(cfg)
+        for objective in {c.objective for c in configs}:
+            check_comparable(objective, {c.model.name for c in configs})
+        settled = {}  # jobs whose folders hold their run finished: kept, not launched
+        for num, cfg in enumerate(configs):  # numbered as the launcher numbers them
+            folder = _job_dir(cfg, num)
+            if folder is None:
+                continue
+            plan = checkpoint.plan(folder, _task(cfg))  # refuses a folder the job may not use
+            if plan.action in (checkpoint.KEEP, checkpoint.KEEP_FAILED):
+                settled[num] = (folder, plan)
+        composed = {tuple(j): cfg for j, cfg in zip(jobs, configs)}
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        failures: list[tuple[list[str], BaseException]] = []
+        for num, (folder, plan) in settled.items():
+            if plan.action == checkpoint.KEEP:
+                log.info("#%d %s is complete already; kept as it is", num, folder)
+            else:
+                failures.append((jobs[num], job.kept_failure(folder, plan.error)))
+                log.info("#%d %s failed before; kept as it is", num, folder)
         self.hydra_context.config_loader = _Composed(loader, composed)
+        returns: list[JobReturn] = []
         try:
-            return super().sweep(arguments)
+            first = 0
+            for batch in batches:  # every batch runs, whatever the earlier ones' failures
+                nums = [n for n in range(first, first + len(batch)) if n not in settled]
+                first += len(batch)
+                for run in _consecutive(nums):  # the launcher numbers a launch's jobs in a row
+                    returns += self.launcher.launch([jobs[n] for n in run], initial_job_idx=run[0])
         finally:
             self.hydra_context.config_loader = loader
+        failures += [(ret.overrides, err) for ret in returns if (err := failure(ret)) is not None]
+        _report_failures(returns, failures, len(jobs), sweep_dir)
+        return [returns]
 
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Nothing left to check: :meth:`sweep` composed every job already."""
+
+def failure(ret: JobReturn) -> BaseException | None:
+    """The error a job raised, if it failed. (``ret.return_value`` raises it, and Hydra prints
+    a line of its own to stderr first.)"""
+    return ret._return_value if ret.status is JobStatus.FAILED else None
+
+
+def _report_failures(
+    returns: Sequence[JobReturn],
+    failures: Sequence[tuple[Sequence[str], BaseException]],
+    total: int,
+    sweep_dir: Path,
+) -> None:
+    """Raise for the jobs that failed: anything unexpected with its traceback, then the first
+    bad input as it is (one line, exit 2), then runs that failed on their own (diverged) as
+    one SweepFailed."""
+    for ret in returns:
+        err = failure(ret)
+        if err is not None and not isinstance(err, (BadInput, RunFailed)):
+            ret.return_value  # noqa: B018 (raises the job's error with its traceback)
+    for _, err in failures:
+        if isinstance(err, BadInput):
+            raise err
+    if failures:
+        overrides, err = failures[0]
+        raise SweepFailed(
+            f"{len(failures)} of {total} jobs failed; the first ({' '.join(overrides)}): "
+            f"{one_line(err)}; every error is listed in {sweep_dir / records.SUMMARY_MD}"
+        )
+
+
+def _consecutive(nums: Sequence[int]) -> list[list[int]]:
+    """Runs of consecutive numbers.
+
+    >>> _consecutive([0, 1, 3, 4, 5, 7])
+    [[0, 1], [3, 4, 5], [7]]
+    """
+    runs: list[list[int]] = []
+    for n in nums:
+        if runs and runs[-1][-1] == n - 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return runs
+
+
+def _job_dir(cfg: DictConfig, num: int) -> Path | None:
+    """The folder job ``num`` will run in, as the launcher names it (None if it cannot be
+    told before the job runs)."""
+    probe = cfg.copy()
+    with open_dict(probe.hydra.job):
+        probe.hydra.job.num = num
+        probe.hydra.job.id = str(num)
+    try:
+        return Path(str(probe.hydra.sweep.dir)) / str(OmegaConf.select(probe, "hydra.sweep.subdir"))
+    except Exception:  # a subdir that only the launcher can resolve
+        return None
+
+
+def _task(cfg: DictConfig) -> DictConfig:
+    """A job's config as the job sees it: without the ``hydra`` node."""
+    task = cfg.copy()
+    with open_dict(task):
+        del task["hydra"]
+    return task
 
 
 class _Composed:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mlp_sweep.data import Split, Splits
+from mlp_sweep.errors import RunFailed
 from mlp_sweep.model import LossFn
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,12 @@ EVAL_BATCH = 10_000  # evaluation needs no gradients, so large slices are cheape
 EpochHook = Callable[[dict[str, float]], None]
 
 
-class Diverged(RuntimeError):
-    """The training loss stopped being a finite number."""
+class Diverged(RunFailed):
+    """The training loss stopped being a finite number; ``epoch`` is that epoch's record."""
+
+    def __init__(self, message: str, epoch: dict[str, float]) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 def train_epoch(
@@ -88,7 +93,8 @@ def fit(
     """Train from ``first_epoch`` to ``epochs``, calling ``on_epoch`` with each epoch's record.
 
     ``on_epoch`` may raise to stop early (pruning). Raises :class:`Diverged` once the
-    training loss is NaN or infinite, after ``on_epoch`` has seen that epoch.
+    training loss is NaN or infinite; ``on_epoch`` never sees that epoch, so nothing
+    checkpoints a diverged model.
     """
     bar = tqdm(
         range(first_epoch, epochs + 1),
@@ -119,7 +125,8 @@ def fit(
                 f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}"
                 f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {record['seconds']:.2f}s"
             )
+            if not math.isfinite(train_loss):
+                message = f"training diverged: the loss became {train_loss} in epoch {epoch}"
+                raise Diverged(message, record)
             if on_epoch is not None:
                 on_epoch(record)
-            if not math.isfinite(train_loss):
-                raise Diverged(f"training loss became {train_loss} in epoch {epoch}")

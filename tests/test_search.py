@@ -98,7 +98,7 @@ def test_too_many_failures_stop_the_search_with_its_summary(run_app, tmp_path):
         "epochs=1",
     )
     assert result.code == 1
-    assert result.err.strip().splitlines()[-1].startswith("error: 2 trials failed")
+    assert result.err.strip().splitlines()[-1].startswith("error: 2 trials of study")
     assert states(load(tmp_path)) == ["FAIL", "FAIL"]
     assert len(pd.read_csv(tmp_path / "outputs" / "optuna" / STUDY / "summary.csv")) == 2
 

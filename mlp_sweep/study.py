@@ -1,0 +1,77 @@
+"""An Optuna study as the runs of a search see it: its storage, the user attributes runs and
+the sweeper leave on a trial, and the per-epoch reporting that lets a pruner stop a run."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from optuna.storages import RDBStorage
+
+log = logging.getLogger(__name__)
+
+# User attributes that jobs and the sweeper leave on a trial, through the study's storage.
+RUN_DIR = "run_dir"  # the trial's job folder
+PRUNED_AT = "pruned_at"  # the epoch after which the job stopped on the pruner's word
+ERROR = "error"  # why the trial failed; only trials that ran to an end get one
+# What sampler and pruner configs may build with `_target_` (Hydra's execution whitelist).
+TRUSTED = {
+    "sampler": ("optuna.samplers.*", "hydra_plugins.hydra_optuna_sweeper.*"),
+    "pruner": ("optuna.pruners.*",),
+}
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+def is_rdb(url: Any) -> bool:
+    """Whether ``url`` names a SQL database, which Optuna opens as an ``RDBStorage``.
+
+    >>> is_rdb("sqlite:///outputs/optuna/s.db"), is_rdb("postgresql+psycopg://h/db"), is_rdb(None)
+    (True, True, False)
+    """
+    return isinstance(url, str) and url.split(":")[0].split("+")[0] in RDB_SCHEMES
+
+
+def open_rdb(url: str, **heartbeat: Any) -> RDBStorage:
+    """An Optuna RDB storage; SQLite waits for locks instead of failing at once, and its
+    folder is created."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
+
+def trial_reporter(
+    trial_number: int, sweeper: DictConfig, objective: str, run_dir: Path, last_epoch: int
+) -> Any:
+    """The per-epoch hook of a job that runs trial ``trial_number``: it reports the objective
+    to the study and raises ``optuna.TrialPruned`` when the pruner says stop, before
+    ``last_epoch`` (stopping after the last epoch would save nothing)."""
+    if sweeper.get("storage") is None:
+        log.warning("the study is in memory, out of the job's reach: no pruning")
+        return None
+    url = sweeper.storage
+    storage = open_rdb(url) if is_rdb(url) else optuna.storages.get_storage(url)
+    pruner = instantiate(sweeper.pruner, _execution_whitelist_=TRUSTED["pruner"])
+    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), trial_number
+    )
+    trial = optuna.trial.Trial(study, trial_id)
+    trial.set_user_attr(RUN_DIR, str(run_dir))
+
+    def report(epoch: dict[str, float]) -> None:
+        value = epoch[objective]
+        if math.isfinite(value):
+            trial.report(value, epoch["epoch"])
+        if epoch["epoch"] < last_epoch and trial.should_prune():
+            trial.set_user_attr(PRUNED_AT, epoch["epoch"])
+            raise optuna.TrialPruned(f"pruned after epoch {epoch['epoch']}")
+
+    return report
