@@ -137,7 +137,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: {err}") from None
     if not isinstance(data, dict) or data.get("status") not in STATUSES:
         raise ValueError(f"{path}: not an mlp_sweep metrics file")
-    if data.get("schema_version") != SCHEMA_VERSION:
+    if type(data.get("schema_version")) is not int or data["schema_version"] != SCHEMA_VERSION:
         raise ValueError(
             f"{path}: schema_version {data.get('schema_version')!r} is not one this version "
             f"of mlp_sweep reads ({SCHEMA_VERSION})"
@@ -148,7 +148,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     if not all(isinstance(epoch, dict) for epoch in data["history"]):
         raise ValueError(f"{path}: 'history' holds something other than epoch records")
     metric = data["objective"].get("metric")
-    if metric not in METRICS:
+    if not isinstance(metric, str) or metric not in METRICS:
         raise ValueError(f"{path}: objective metric {metric!r} is not one of {', '.join(METRICS)}")
     if not isinstance(data.get("error"), (str, type(None))):
         raise ValueError(f"{path}: 'error' is not text or null")

@@ -1,12 +1,15 @@
 """Collecting run folders: `mlp-sweep collect` and `mlp-sweep compare` on real sweeps."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import run_in_process
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlp_sweep import cli, collect
 
@@ -100,3 +103,152 @@ def test_unknown_sort_column_is_a_one_line_error(sweeps, capsys):
 def test_a_missing_folder_is_an_error(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_compare_takes_the_default_outputs_folder_of_runs_and_sweeps(tmp_path, capsys):
+    assert run_in_process("epochs=1", "hidden=20", cwd=tmp_path).code == 0
+    assert run_in_process("-m", "hidden=20,30", "epochs=1", cwd=tmp_path).code == 0
+    assert cli.main(["compare", str(tmp_path / "outputs")]) == 0
+    assert "3 runs (3 complete)" in capsys.readouterr().out
+
+
+def test_runs_sort_naturally_by_folder_name(tmp_path):
+    for name in ("runs/b", "sweeps/s/10", "sweeps/s/2", "runs/a"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.json").write_text("{}")
+    found = [p.relative_to(tmp_path).as_posix() for p in collect._run_dirs(tmp_path)]
+    assert found == ["runs/a", "runs/b", "sweeps/s/2", "sweeps/s/10"]
+
+
+def test_the_same_folder_given_twice_is_a_one_line_error(sweeps, capsys):
+    assert cli.main(["compare", str(sweeps["slow"]), str(sweeps["slow"])]) == 2
+    assert capsys.readouterr().err.strip().endswith("is given twice; give each folder once")
+    assert cli.main(["compare", str(sweeps["slow"]), str(sweeps["slow"] / "0")]) == 2
+    assert "lies inside" in capsys.readouterr().err
+
+
+def test_sort_seconds_puts_the_fastest_first(sweeps):
+    c = collect.collect([sweeps["slow"], sweeps["fast"]])
+    assert collect.ranked(c, sort="seconds")["seconds"].is_monotonic_increasing
+
+
+def test_top_must_be_at_least_one(sweeps, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["compare", str(sweeps["slow"]), "--top", "-1"])
+    assert "'-1' is invalid: must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_sort_by_hidden_mixing_one_and_several_layers(sweeps, tmp_path):
+    copy = shutil.copytree(sweeps["slow"], tmp_path / "mixed")
+    path = copy / "1" / "metrics.json"
+    m = json.loads(path.read_text())
+    m["params"]["hidden"] = [100, 50]
+    path.write_text(json.dumps(m))
+    table = collect.ranked(collect.collect([copy]), sort="hidden")
+    assert table["hidden"].tolist() == [20, "[100, 50]"]
+
+
+def _with(path: Path, changes: dict[tuple[str, ...], object]) -> None:
+    """Change keys of a run's metrics.json, each named by its path of keys."""
+    m = json.loads(path.read_text())
+    for (*parents, key), value in changes.items():
+        node = m
+        for parent in parents:
+            node = node[parent]
+        node[key] = value
+    path.write_text(json.dumps(m))
+
+
+def test_a_nan_metric_never_ranks_first(sweeps, tmp_path):
+    copy = shutil.copytree(sweeps["slow"], tmp_path / "nan")
+    for job, seed in (("0", 2), ("1", 2)):
+        _with(copy / job / "metrics.json", {("params", "seed"): seed})
+        shutil.copytree(copy / job, copy / f"{job}b")  # the same setting, another seed
+        _with(copy / f"{job}b" / "metrics.json", {("params", "seed"): 3})
+    for job in ("0", "0b"):  # hidden=20 lost its validation loss
+        _with(copy / job / "metrics.json", {("final", "val_loss"): math.nan})
+    c = collect.collect([copy], metric="val_loss")
+    assert not math.isnan(collect.ranked(c)["val_loss"].iloc[0])
+    assert math.isnan(collect.ranked(c)["val_loss"].iloc[-1])
+    groups = collect.seed_groups(c)
+    assert groups["hidden"].tolist() == [40, 20] and groups["val_loss"].iloc[1] == "nan"
+
+
+def test_losses_of_both_variants_are_never_ranked_against_each_other(sweeps, tmp_path, capsys):
+    copy = shutil.copytree(sweeps["slow"], tmp_path / "variants")
+    _with(copy / "1" / "metrics.json", {("params", "model.name"): "sigmoid_mse"})
+    assert cli.main(["compare", str(copy), "--metric", "val_loss"]) == 2
+    err = capsys.readouterr().err
+    assert "would rank the losses of sigmoid_mse and softmax_ce" in err
+    assert len(err.strip().splitlines()) == 1
+    for job in ("0", "1"):  # a loss objective, not asked for: ranked by accuracy instead
+        _with(copy / job / "metrics.json", {("objective", "metric"): "val_loss"})
+    assert collect.collect([copy]).metric == "val_acc"
+
+
+# Collection over damaged, partial and mixed metrics.json files, as a property.
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.lists(st.integers(1, 400), max_size=3),
+    st.dictionaries(st.sampled_from(["metric", "total", "number", "x"]), st.integers(), max_size=2),
+)
+_PLACES = [
+    ("schema_version",), ("status",), ("error",), ("objective",), ("objective", "metric"),
+    ("objective", "value"), ("params",), ("params", "hidden"), ("params", "seed"),
+    ("params", "model.name"), ("final",), ("final", "val_acc"), ("final", "val_loss"),
+    ("history",), ("epochs_run",), ("seconds",), ("seconds", "total"), ("trial",),
+    ("choices",), ("config",),
+]  # fmt: skip
+_DAMAGE = st.lists(
+    st.tuples(st.sampled_from(_PLACES), st.one_of(st.just("<drop>"), _VALUES)), max_size=3
+)
+
+
+def _damaged(record: dict, damage: list) -> dict:
+    m = json.loads(json.dumps(record))
+    for (*parents, key), value in damage:
+        node = m
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        if value == "<drop>":
+            node.pop(key, None)
+        else:
+            node[key] = value
+    return m
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    damages=st.lists(_DAMAGE, min_size=1, max_size=4),
+    metric=st.sampled_from([None, "val_loss", "val_acc"]),
+)
+def test_collection_never_crashes_on_damaged_records_and_never_ranks_nan_first(
+    sweeps, tmp_path_factory, damages, metric
+):
+    folder = tmp_path_factory.mktemp("damaged")
+    record = json.loads((sweeps["slow"] / "0" / "metrics.json").read_text())
+    shutil.copytree(sweeps["slow"] / "1", folder / "intact")
+    for n, damage in enumerate(damages):
+        (folder / str(n)).mkdir()
+        (folder / str(n) / "metrics.json").write_text(json.dumps(_damaged(record, damage)))
+    try:
+        c = collect.collect([folder], metric)
+    except ValueError as err:  # only an explicit loss across both variants is refused
+        assert metric is not None and "not comparable" in str(err)
+        return
+    assert len(c.runs) == len(damages) + 1
+    collect.to_markdown(c, "damaged")
+    for column in ("seconds", "epochs_run", *c.params):
+        collect.ranked(c, sort=column)
+    known = collect.ranked(c)[c.metric].astype(float).notna().tolist()
+    assert known == sorted(known, reverse=True)  # every NaN after every number
+    winner = collect.best(c)
+    assert winner is None or math.isfinite(winner[c.metric])

@@ -86,6 +86,23 @@ def test_several_hidden_layers_train(run_app, tmp_path):
         (["data=mnist", "data.root=nowhere"], "MNIST/raw lacks"),
         (["-m", "lr=0.1,-1"], "lr=-1.0 is invalid"),
         (["-m", "model=softmax_ce,foo"], "model=foo is invalid"),
+        pytest.param(
+            ["device=cuda"],
+            "device='cuda' is invalid: this machine has no such device; allowed here: auto, cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here"),
+        ),
+        pytest.param(
+            ["device=mps"],
+            "device='mps' is invalid: this machine has no such device",
+            marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is here"),
+        ),
+        (["data.val_size=3995"], "data.val_size=3995 is invalid"),
+        (["-m", "optimizer.momentum=0.5,-1"], "optimizer (torch.optim.SGD) cannot be built"),
+        (["-m", "data.val_size=500,5"], "data.val_size=5 is invalid"),
+        (
+            ["-m", "model=softmax_ce,sigmoid_mse", "objective=val_loss"],
+            "cannot rank runs of both sigmoid_mse and softmax_ce",
+        ),
     ],
 )
 def test_bad_input_fails_with_one_line_and_leaves_no_results(run_app, tmp_path, args, says):
@@ -97,3 +114,21 @@ def test_bad_input_fails_with_one_line_and_leaves_no_results(run_app, tmp_path, 
     assert not list(tmp_path.rglob("summary.csv"))
     if "-m" in args:  # a sweep is checked whole before any folder is made
         assert not (tmp_path / "outputs").exists()
+
+
+def test_model_pt_loads_into_the_mlp_with_hidden_as_given(run_app, tmp_path):
+    assert run_app("epochs=1", "hidden=32").code == 0
+    model = MLP(784, 32, 10)  # an int, as in the config; [32] works the same
+    model.load_state_dict(torch.load(only_run_dir(tmp_path) / "model.pt", weights_only=True))
+    assert model(torch.zeros(1, 784)).shape == (1, 10)
+
+
+def test_an_interpolated_override_is_recorded_as_a_parameter(run_app, tmp_path):
+    result = run_app("-m", "hidden=50,100", "batch_size=${hidden}", "epochs=1")
+    assert result.code == 0, result.err
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    runs = [json.loads((sweep / j / "metrics.json").read_text()) for j in "01"]
+    assert [r["params"]["batch_size"] for r in runs] == [50, 100]
+    assert "optimizer.lr" not in runs[0]["params"]  # the config's own alias of lr
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert summary["batch_size"].tolist() == [50, 100]

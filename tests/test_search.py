@@ -121,7 +121,11 @@ def test_two_joblib_workers_share_the_cores_and_never_reuse_a_trial(run_app, tmp
 def test_the_direction_follows_the_objective(run_app, tmp_path):
     assert (
         run_app(
-            "hparams_search=optuna", "objective=val_loss", "hydra.sweeper.n_trials=1", "epochs=1"
+            "hparams_search=optuna",
+            "objective=val_loss",
+            "model=softmax_ce",  # the losses of one variant: comparable
+            "hydra.sweeper.n_trials=1",
+            "epochs=1",
         ).code
         == 0
     )
@@ -138,6 +142,9 @@ def test_the_direction_follows_the_objective(run_app, tmp_path):
         ),
         (["hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none"], "hydra.sweeper.storage="),
         (["hydra.sweeper.max_failure_rate=2"], "max_failure_rate=2.0 is invalid"),
+        (["objective=val_loss"], "cannot rank runs of both sigmoid_mse and softmax_ce"),
+        (["hydra/sweeper/sampler=grid"], "sampler=grid needs a finite set of values"),
+        (["optimizer.momentum=-1"], "optimizer (torch.optim.SGD) cannot be built"),
     ],
 )
 def test_bad_search_settings_fail_with_one_line(run_app, tmp_path, args, says):
@@ -158,3 +165,71 @@ def test_other_samplers_are_one_override_away(run_app, tmp_path):
     assert result.code == 0, result.err
     assert "sampler RandomSampler" in result.err + result.out
     assert states(load(tmp_path)) == ["COMPLETE", "COMPLETE"]
+
+
+def test_a_study_refuses_to_continue_with_other_settings(run_app, tmp_path):
+    assert run_app("hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=1").code == 0
+    other = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=3", "epochs=2")
+    assert other.code == 2
+    (line,) = other.err.strip().splitlines()
+    assert "was started with other settings (epochs=1 then, 2 now)" in line
+    assert "hydra.sweeper.study_name=" in line
+    assert len(load(tmp_path).trials) == 2  # nothing ran
+    renamed = run_app(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "epochs=2",
+        "hydra.sweeper.study_name=longer",
+    )
+    assert renamed.code == 0, renamed.err
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna_pruned",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "hydra.sweeper.enqueue=["
+        "{lr: 0.5, model: softmax_ce, hidden: 100, init_std: 0.1, batch_size: 32},"
+        "{lr: 0.001, model: sigmoid_mse, hidden: 25, init_std: 0.1, batch_size: 256}]",
+        "epochs=1",  # the weak trial's only epoch is its last: pruning it would save nothing
+    )
+    assert result.code == 0, result.err
+    assert states(load(tmp_path, "optuna_pruned-mnist_5k-val_acc")) == ["COMPLETE", "COMPLETE"]
+    run = metrics(tmp_path, 1, "optuna_pruned-mnist_5k-val_acc")
+    assert run["status"] == "complete" and run["final"]
+    assert (tmp_path / "outputs/optuna/optuna_pruned-mnist_5k-val_acc/1/model.pt").is_file()
+
+
+def test_the_failure_budget_counts_the_failures_of_earlier_sessions(run_app, tmp_path):
+    search = ["hparams_search=optuna", "hydra.sweeper.max_failure_rate=0.25", "epochs=1"]
+    first = run_app(
+        *search, "hydra.sweeper.n_trials=4", "hydra.sweeper.enqueue=[{lr: 1e38, model: softmax_ce}]"
+    )
+    assert first.code == 0, first.err  # 1 failure of 4 trials: within the budget
+    second = run_app(
+        *search,
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.enqueue=[{lr: 2e38, model: softmax_ce}, {lr: 3e38, model: softmax_ce}]",
+    )
+    assert second.code == 1  # 3 failures of 8 trials in all: over 0.25 of 8
+    assert second.err.strip().splitlines()[-1].startswith("error: 3 trials of study")
+
+
+def test_an_in_memory_study_names_the_best_trials_own_folder(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna", "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=2",
+        "epochs=1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    best = next(line for line in result.out.splitlines() if line.startswith("Best trial"))
+    folder = Path(best.rsplit(" in ", 1)[1])
+    assert folder.name.isdigit() and (folder / "metrics.json").is_file()
+
+    again = run_app(
+        "hparams_search=optuna", "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=2",
+        "epochs=1",
+    )  # fmt: skip
+    assert again.code == 2  # a new study would write over the trial folders of the last one
+    assert "holds the runs of an earlier study" in again.err
