@@ -37,8 +37,11 @@ def _hydra_main(cfg: DictConfig) -> float:
     try:
         return job.run(cfg)
     except (BadInput, RunFailed) as err:
-        if HydraConfig.get().mode == RunMode.RUN:
-            _fail(err)  # one run: say it and stop; in a sweep the sweeper records it
+        if HydraConfig.get().mode == RunMode.RUN:  # in a sweep the sweeper records it
+            folder = Path(HydraConfig.get().runtime.output_dir)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # made by Hydra for a run that never started
+            _fail(err)
         raise
 
 

@@ -214,14 +214,22 @@ class SearchSweeper(OptunaSweeperImpl):
         self._report(study)
 
     def _check(self, space: dict[str, Any]) -> None:
-        """What can be told before the first trial: the fixed settings, the losses the
-        objective would compare, and a sweep folder left by a study that is gone."""
+        """What can be told before the study is opened: the fixed settings, the losses the
+        objective would compare, a grid sampler over a continuous space."""
         job.check(self.config)
         variants = {self.config.model.name}
         for key in ("model", "model.name"):
             if isinstance(space.get(key), optuna.distributions.CategoricalDistribution):
                 variants = {str(choice) for choice in space[key].choices}
         check_comparable(self.config.objective, variants)
+        continuous = [name for name, d in space.items() if _continuous(d)]
+        if continuous and self.sampler_settings.get("_target_") == "optuna.samplers.GridSampler":
+            what = "is a continuous interval" if len(continuous) == 1 else "are intervals"
+            raise ConfigError(
+                f"hydra/sweeper/sampler=grid needs a finite set of values for every "
+                f"parameter, and {' and '.join(continuous)} {what}: give each as "
+                "choice(...) or range(...), or use another sampler"
+            )
 
     def _check_study(self, study: optuna.Study, settings: dict[str, Any]) -> None:
         """Record the settings a new study starts with; refuse to continue a study that was
@@ -305,13 +313,6 @@ class SearchSweeper(OptunaSweeperImpl):
         """GridSampler needs the search space itself, and the grid bounds the trial count."""
         sampler = self.sampler
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
-            continuous = [name for name, d in space.items() if _continuous(d)]
-            if continuous:
-                raise ConfigError(
-                    f"hydra/sweeper/sampler=grid needs a finite set of values for every "
-                    f"parameter, and {', '.join(continuous)} is a continuous interval: give it "
-                    "as choice(...) or range(...), or use another sampler"
-                )
             grid = {name: self._to_grid_sampler_choices(d) for name, d in space.items()}
             self.sampler = sampler(grid)
             self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))

@@ -1,0 +1,89 @@
+"""Every `python run.py` and `mlp-sweep` command that the README and docs/ show runs as
+written, but for fewer epochs and trials, so that none of them goes stale."""
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SHARED_DATA, run_in_process
+
+from mlp_sweep import cli
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# What a test machine lacks: a Slurm cluster, Ray, a PostgreSQL server at a made-up address.
+ELSEWHERE = ("hydra/launcher=slurm", "hydra/launcher=ray", "postgresql://user:pw@")
+EPOCHS, TRIALS = 1, 2
+
+
+def shown_commands() -> list[tuple[str, list[str]]]:
+    """(where, words) of each command in the pages' bash blocks, without its comment, a
+    `/usr/bin/time ...` before it, or an `&` after it."""
+    found = []
+    for page in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                while words and words[0] not in ("python", "mlp-sweep"):
+                    words.pop(0)  # /usr/bin/time -v, and the like
+                words = [w for w in words if w != "&"]
+                if words[:2] == ["python", "run.py"] or words[:1] == ["mlp-sweep"]:
+                    found.append((f"{page.name}: {line.strip()}", words))
+    return found
+
+
+def shorter(words: list[str]) -> list[str]:
+    """The command with at most EPOCHS epochs and TRIALS trials, and the data where they are."""
+    args = [w.replace("../shared/data", str(SHARED_DATA)) for w in words[2:]]
+    if "--cfg" in args:
+        return args
+    args = [a for a in args if not a.startswith("hydra.sweeper.n_trials=")]
+    if any(a.startswith("hparams_search=") for a in args):
+        args.append(f"hydra.sweeper.n_trials={TRIALS}")
+    if not any(a.startswith("epochs=") and int(a.split("=")[1]) <= 2 for a in args):
+        args = [a for a in args if not a.startswith("epochs=")] + [f"epochs={EPOCHS}"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder holding the sweeps the pages call A and B."""
+    root = tmp_path_factory.mktemp("docs")
+    for name, lr in (("A", 0.1), ("B", 0.5)):
+        args = [
+            "-m",
+            "hidden=20,40",
+            f"lr={lr}",
+            "epochs=1",
+            f"hydra.sweep.dir=outputs/sweeps/{name}",
+        ]
+        assert run_in_process(*args, cwd=root).code == 0
+    return root
+
+
+COMMANDS = shown_commands()
+
+
+def test_the_pages_show_commands():
+    assert len(COMMANDS) >= 20
+    assert any("hparams_search=optuna" in " ".join(words) for _, words in COMMANDS)
+
+
+@pytest.mark.parametrize(("where", "words"), COMMANDS, ids=[w for w, _ in COMMANDS])
+def test_a_command_the_pages_show_runs(workdir, where, words):
+    text = " ".join(words)
+    if any(part in text for part in ELSEWHERE):
+        pytest.skip("needs a Slurm cluster, Ray or a PostgreSQL server")
+    if "../shared/data" in text and not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"no MNIST files under {SHARED_DATA}")
+    if words[0] == "mlp-sweep":
+        cwd = os.getcwd()
+        os.chdir(workdir)
+        try:
+            assert cli.main(words[1:]) == 0, where
+        finally:
+            os.chdir(cwd)
+        return
+    result = run_in_process(*shorter(words), cwd=workdir)
+    assert result.code == 0, f"{where}\n{result.err}"
