@@ -124,6 +124,12 @@ def run(cfg: DictConfig) -> float:
     """
     check(cfg)
     hydra_cfg = HydraConfig.get()
+    study = OmegaConf.select(hydra_cfg, "sweeper.study_name", default=None)
+    if cfg.trial is not None and study is None:
+        raise ConfigError(
+            f"trial={cfg.trial} is invalid here: the search sweeper sets it for the runs of a "
+            "study (hparams_search=...); leave it unset"
+        )
     out = Path(hydra_cfg.runtime.output_dir)
     device = pick_device(cfg.device)
     decided = checkpoint.plan(out, cfg, device)
@@ -173,7 +179,7 @@ def run(cfg: DictConfig) -> float:
     report = None
     if cfg.trial is not None:
         report = trial_reporter(cfg.trial, hydra_cfg.sweeper, cfg.objective, out, cfg.epochs)
-        record.data["trial"] = {"number": cfg.trial, "study": hydra_cfg.sweeper.study_name}
+        record.data["trial"] = {"number": cfg.trial, "study": study}
 
     def on_epoch(epoch: dict[str, float]) -> None:
         record.add_epoch(epoch)

@@ -18,6 +18,7 @@ What the loop adds:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import threading
@@ -179,7 +180,10 @@ class SearchSweeper(OptunaSweeperImpl):
             direction=self.direction,
             load_if_exists=True,
         )
-        self._check_study(study, _settings(self.config, space))
+        # The settings as a trial sees them: the config with every fixed value applied.
+        fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
+        shared = self.hydra_context.config_loader.load_sweep_config(self.config, fixed_job)
+        self._check_study(study, _settings(shared, space))
         for params in self.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
         log.info(
@@ -352,7 +356,7 @@ def _settings(config: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
     raw = flatten(OmegaConf.to_container(task, resolve=False))
     resolved = flatten(OmegaConf.to_container(task, resolve=True))
     searched = tuple(space)
-    return {
+    settings = {
         key: value
         for key, value in resolved.items()
         if key not in checkpoint.FREE_KEYS
@@ -360,11 +364,14 @@ def _settings(config: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
         and not any(key == s or key.startswith(f"{s}.") for s in searched)
         and not is_alias(raw[key])
     }
+    return json.loads(json.dumps(settings, default=str))  # as the study's storage keeps it
 
 
 def _setting_differences(before: dict[str, Any], now: dict[str, Any]) -> str:
     keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    return ", ".join(f"{k}={before.get(k)} then, {now.get(k)} now" for k in keys[:3])
+    return ", ".join(
+        f"{k}={before.get(k, 'searched')} then, {now.get(k, 'searched')} now" for k in keys[:3]
+    )
 
 
 def _continuous(distribution: Any) -> bool:
