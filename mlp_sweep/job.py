@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlp_sweep import checkpoint, records
+from mlp_sweep import checkpoint, console, loggers, records
 from mlp_sweep import data as data_mod
 from mlp_sweep.config import flatten, hidden_sizes, validate
 from mlp_sweep.errors import ConfigError, one_line
@@ -129,6 +129,7 @@ def run(cfg: DictConfig) -> float:
     if cfg.trial is not None:
         report = trial_reporter(cfg.trial, hydra_cfg.sweeper, cfg.objective, out)
         record.data["trial"] = {"number": cfg.trial, "study": hydra_cfg.sweeper.study_name}
+    watchers = loggers.start(cfg, out, record.data)  # TensorBoard, MLflow: see loggers.py
 
     def on_epoch(epoch: dict[str, float]) -> None:
         record.add_epoch(epoch)
@@ -141,6 +142,7 @@ def run(cfg: DictConfig) -> float:
             record=record.data,
         )
         record.save()
+        watchers.log_epoch({**epoch, "lr": optimizer.param_groups[0]["lr"]})
         if report is not None:
             report(epoch)
 
@@ -155,6 +157,7 @@ def run(cfg: DictConfig) -> float:
             generator=generator,
             first_epoch=record.data["epochs_run"] + 1,
             on_epoch=on_epoch,
+            progress=console.show_epochs(cfg, hydra_cfg),
         )
         final = {}
         for split in ("train", "val", "test"):
@@ -166,15 +169,19 @@ def run(cfg: DictConfig) -> float:
     except optuna.TrialPruned as pruned:
         value = record.data["history"][-1][cfg.objective]
         record.finish(records.PRUNED, objective=value, error=str(pruned))
+        watchers.finish(record.data)
         return value
     except KeyboardInterrupt:
         record.finish(records.INTERRUPTED, error="interrupted by the user")
+        watchers.finish(record.data)
         raise
     except Exception as err:
         record.finish(records.FAILED, error=f"{type(err).__name__}: {one_line(err)}")
+        watchers.finish(record.data)
         raise
     value = final[cfg.objective]
     record.finish(records.COMPLETE, objective=value, final=final)
+    watchers.finish(record.data)
     log.info(
         "%s  %s %.4f  test_acc %.4f  (%d epochs, %.1fs)",
         out.name,
