@@ -183,8 +183,9 @@ def _short(value: Any) -> Any:
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-def write_summary(sweep_dir: Path, metric: str | None = None) -> Collection:
-    """Collect ``sweep_dir`` and (re)write its summary.csv, summary.md and summary.png."""
+def write_summary(sweep_dir: Path, metric: str | None = None, plot: bool = True) -> Collection:
+    """Collect ``sweep_dir`` and (re)write its summary.csv, summary.md and (``plot``)
+    summary.png."""
     sweep_dir = Path(sweep_dir)
     c = collect([sweep_dir], metric)
     if c.runs.empty:
@@ -197,7 +198,8 @@ def write_summary(sweep_dir: Path, metric: str | None = None) -> Collection:
     )
     text = to_markdown(c, f"Sweep {sweep_dir}")
     records.atomic_write(sweep_dir / records.SUMMARY_MD, lambda tmp: tmp.write_text(text))
-    write_plot(c, sweep_dir / records.SUMMARY_PNG)
+    if plot:
+        write_plot(c, sweep_dir / records.SUMMARY_PNG)
     return c
 
 
