@@ -132,7 +132,7 @@ def side_by_side(c: Collection) -> pd.DataFrame | None:
     if not within:  # each sweep is one setting: one row of all its runs
         done, within = done.assign(setting="all runs"), ["setting"]
     table = done.groupby([*within, "sweep"], sort=True, dropna=False)[c.metric].agg(_mean_std)
-    return table.unstack("sweep").reset_index()
+    return table.unstack("sweep", fill_value="").reset_index()  # a sweep without the setting
 
 
 def best(c: Collection) -> pd.Series | None:
