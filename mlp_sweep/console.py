@@ -83,7 +83,7 @@ class SweepWatch:
     """The console of one sweep, and its live summary; see the module docstring."""
 
     def __init__(self, sweep_dir: Path, config: DictConfig) -> None:
-        self.sweep_dir = sweep_dir
+        self.sweep_dir = sweep_dir.resolve()  # jobs name their folders by absolute paths
         self.metric = config.get("objective") or "val_acc"
         self.maximize = records.direction(self.metric) == "maximize"
         total, self.swept = planned(config)
@@ -109,7 +109,7 @@ class SweepWatch:
         """A job of this process ended: report it, or any job found finished."""
         with self.lock:
             found = self._report_new()
-            if run_dir not in found and error is not None:
+            if run_dir.resolve() not in found and error is not None:
                 self._line(f"job {run_dir.name}  failed: {one_line(error)}")
                 self.bar.update(1)
                 self._write_summary()
