@@ -43,6 +43,8 @@ TENSORBOARD_STATUS = {
     records.FAILED: "STATUS_FAILURE",
 }
 FINAL_PREFIX = "final/"  # final metrics, apart from the per-epoch ones of the same name
+# Config keys that say where or how a run writes, not what it trains: not hyperparameters.
+_NOT_HPARAMS = ("logger.", "console", "resume", "save_model", "tags", "data.cache_dir", "data.root")
 
 
 def check(cfg: DictConfig) -> None:
@@ -142,6 +144,8 @@ def _hparams(data: dict[str, Any]) -> dict[str, Any]:
     values = {**data["params"], **data.get("choices", {})}
     flat: dict[str, Any] = {}
     for key, value in values.items():
+        if key.startswith(_NOT_HPARAMS):
+            continue
         if isinstance(value, list):
             value = value[0] if len(value) == 1 else str(value)
         if value is not None:
