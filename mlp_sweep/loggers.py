@@ -60,7 +60,7 @@ def check(cfg: DictConfig) -> None:
         if name not in MODULES:
             raise ConfigError(f"logger={name} is invalid: allowed: {', '.join(sorted(MODULES))}")
         module = MODULES[name]
-        if module is not None and importlib.util.find_spec(module) is None:
+        if module is not None and not _installed(module):
             raise ConfigError(
                 f"logger={name} needs the {module} package, which is not installed: "
                 f'pip install -e ".[{name}]"'
@@ -81,9 +81,13 @@ def experiment_name(cfg: DictConfig, run_dir: Path) -> str:
 
 def prepare(cfg: DictConfig, sweep_dir: Path) -> None:
     """Create the MLflow store and the sweep's experiment once, before parallel jobs would
-    all try at the same moment."""
-    if "mlflow" in (cfg.get("logger") or {}):
+    all try at the same moment. A package that is missing is reported by :func:`check`."""
+    if "mlflow" in (cfg.get("logger") or {}) and _installed("mlflow"):
         _MLflow.experiment(_mlflow_client(cfg.logger.mlflow), cfg, sweep_dir.name)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 class Loggers:

@@ -42,7 +42,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mlp_sweep import records
+from mlp_sweep import loggers, records
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
@@ -157,6 +157,7 @@ class SearchSweeper(OptunaSweeperImpl):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        loggers.check(config)  # before the first trial, not once in every trial
         wanted = records.direction(config.objective)
         if self.direction not in (None, wanted):
             raise ConfigError(

@@ -104,10 +104,12 @@ def test_an_unreachable_tracking_store_warns_once_and_the_run_goes_on(run_app, t
     assert '"status": "complete"' in metrics.read_text()
 
 
-def test_a_logger_that_is_not_installed_is_one_line_naming_its_extra(tmp_path):
+@pytest.mark.parametrize("args", [[], ["-m", "hidden=20,40"], ["hparams_search=optuna"]])
+def test_a_logger_that_is_not_installed_is_one_line_naming_its_extra(tmp_path, args):
     # sys.modules[name] = None is how Python itself marks a module as not importable.
+    argv = ["run.py", *args, "logger=[csv,mlflow]"]
     code = (
-        "import sys; sys.modules['mlflow'] = None; sys.argv = ['run.py', 'logger=[csv,mlflow]'];"
+        f"import sys; sys.modules['mlflow'] = None; sys.argv = {argv!r};"
         "from mlp_sweep.app import main; main()"
     )
     proc = subprocess.run(
@@ -118,7 +120,7 @@ def test_a_logger_that_is_not_installed_is_one_line_naming_its_extra(tmp_path):
         "error: logger=mlflow needs the mlflow package, which is not installed: "
         'pip install -e ".[mlflow]"'
     ]
-    assert not list(tmp_path.rglob("metrics.json"))
+    assert not list(tmp_path.rglob("metrics.json"))  # nothing trained
 
 
 def test_importing_mlp_sweep_imports_neither_mlflow_nor_tensorboard():
