@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
     ConfigCompositionException,
@@ -65,6 +67,7 @@ def main() -> None:
         ConfigCompositionException,
         OmegaConfBaseException,
         OverrideParseException,
+        yaml.YAMLError,  # a config file that is not YAML
     ) as err:
         _bad_input(err)
     except InstantiationException as err:  # a plugin's constructor refused its settings
@@ -97,11 +100,53 @@ def describe(err: BaseException) -> str:
     >>> describe(MissingConfigException("...", "model/foo", ["sigmoid_mse", "softmax_ce"]))
     'model=foo is invalid: allowed: sigmoid_mse, softmax_ce'
     """
-    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
-        group, _, name = err.missing_cfg_file.rpartition("/")
-        return f"{group.replace('/', '.')}={name} is invalid: allowed: {', '.join(err.options)}"
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        context = f" ({err.context} on line {err.context_mark.line + 1})" if err.context else ""
+        return f"{mark.name}, line {mark.line + 1}: {err.problem}{context}"
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        return _missing_option(err)
     first = str(err).strip().splitlines()[0] if str(err).strip() else one_line(err)
     cause = err.__cause__
     if isinstance(cause, OmegaConfBaseException):
         return f"{first.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
     return first
+
+
+def _missing_option(err: MissingConfigException) -> str:
+    """``group=name is invalid: allowed: ...``, after the file and line that name it when a
+    config file does (Hydra says only which config it was composing)."""
+    group, _, name = err.missing_cfg_file.rpartition("/")
+    dirs = [Path(p) for p in re.findall(r"path=file://(\S+)", str(err))] or [Path(CONFIG_DIR)]
+    options = err.options or _options(dirs, group)
+    said = f"{group.replace('/', '.')}={name} is invalid"
+    if options:
+        said += f": allowed: {', '.join(options)}"
+    # The config Hydra was composing, then the options chosen on the command line (an
+    # `override` in experiment/x.yaml is reported as a problem of the config it overrides).
+    named = re.match(r"In '([^']+)'", str(err))
+    configs = [named.group(1)] if named else []
+    configs += [
+        arg.replace("=", "/", 1) for arg in sys.argv[1:] if re.fullmatch(r"[\w/]+=\w+", arg)
+    ]
+    files = [d / f"{c}.yaml" for c in configs for d in dirs]
+    where = _line_naming([f for f in files if f.is_file()], group.rpartition("/")[2], name)
+    return f"{where}: {said}" if where else said
+
+
+def _options(dirs: list[Path], group: str) -> list[str]:
+    return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
+
+
+def _line_naming(files: list[Path], group: str, name: str) -> str | None:
+    """``file, line N`` of the first defaults-list entry that picks option ``name`` of
+    ``group`` (``- group: name``, ``- override /group: name``, ``- group: [a, name]``)."""
+    entry = re.compile(
+        rf"^\s*-\s*(override\s+)?/?([\w/]*/)?{re.escape(group)}\s*:\s*"
+        rf"(\[.*\b{re.escape(name)}\b.*\]|{re.escape(name)})\s*(#.*)?$"
+    )
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if entry.match(line):
+                return f"{path}, line {number}"
+    return None

@@ -1,4 +1,4 @@
-"""Hydra callbacks: collect a sweep's runs into one summary when the sweep ends."""
+"""Hydra callbacks: watch a sweep as its jobs finish, and collect its runs when it ends."""
 
 from __future__ import annotations
 
@@ -6,22 +6,49 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mlp_sweep import collect, records
+from mlp_sweep import collect, loggers, records
+from mlp_sweep.console import SweepWatch
 
 log = logging.getLogger(__name__)
+# The watch of the sweep this process runs. Kept here, not on the callback: launchers that
+# run jobs in other processes pickle the callbacks, and a watch holds a thread and a lock.
+_watch: SweepWatch | None = None
 
 
 class CollectSweep(Callback):
-    """Write summary.csv, summary.md and summary.png into the sweep folder and print the table.
+    """Show each finished job and rewrite the summary as a sweep goes; when it ends, write
+    summary.csv, summary.md and summary.png into the sweep folder and print the table.
 
-    Runs after every multirun, also one that failed or was interrupted, so the summary always
-    covers what finished.
+    The end runs after every multirun, also one that failed or was interrupted, so the
+    summary always covers what finished.
     """
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _watch
+        sweep_dir = Path(config.hydra.sweep.dir)
+        loggers.prepare(config, sweep_dir)
+        _watch = SweepWatch(sweep_dir, config)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if _watch is None:  # a job in a process of its own: the sweeper's process watches
+            return
+        error = None
+        if job_return.status == JobStatus.FAILED:
+            try:
+                job_return.return_value  # noqa: B018 (it raises the job's error)
+            except BaseException as err:
+                error = err
+        _watch.job_ended(Path(config.hydra.runtime.output_dir), error)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _watch
+        if _watch is not None:
+            _watch.close()
+            _watch = None
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return

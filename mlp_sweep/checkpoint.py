@@ -22,11 +22,23 @@ from mlp_sweep.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Keys that may differ between a run and its continuation: where and how it runs, not what.
+# Keys that may differ between a run and its continuation: where and how it runs, and what it
+# reports where, not what it trains.
 FREE_KEYS = frozenset(
     {"resume", "retry_failed", "device", "threads", "save_model", "tags", "data.root"}
-    | {"data.cache_dir"}
+    | {"data.cache_dir", "console"}
 )
+FREE_GROUPS = frozenset({"logger"})  # every key under these
+
+
+def is_free(key: str) -> bool:
+    """Whether a flat config key may differ between a run and its continuation.
+
+    >>> is_free("device"), is_free("logger.mlflow.tracking_uri"), is_free("lr")
+    (True, True, False)
+    """
+    return key in FREE_KEYS or key.split(".", 1)[0] in FREE_GROUPS
+
 
 # What a run does with its folder.
 FRESH = "fresh"  # start from epoch 1 (an empty folder, or resume=false)
@@ -160,7 +172,10 @@ def _differences(before: dict[str, Any], cfg: DictConfig, also_free: tuple[str, 
     old = flatten(before)
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     raw = flatten(OmegaConf.to_container(cfg, resolve=False))
-    free = FREE_KEYS.union(also_free)
-    keys = sorted(k for k in old.keys() | new.keys() if k not in free and old.get(k) != new.get(k))
+    keys = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if not is_free(k) and k not in also_free and old.get(k) != new.get(k)
+    )
     keys = [k for k in keys if not is_alias(raw.get(k))] or keys
     return ", ".join(f"{k}={old.get(k)} there, {new.get(k)} now" for k in keys[:3])

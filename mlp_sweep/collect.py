@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 INCOMPLETE = "incomplete"  # a run folder without a usable metrics.json
 VARIANT = "model.name"  # the output/loss variant: losses of different variants never compare
 # Config keys that never tell runs apart in a useful way.
-_NOT_PARAMS = {"data.cache_dir", "save_model", "tags", "trial"}
+_NOT_PARAMS = {"data.cache_dir", "save_model", "tags", "trial", "console"}
+_NOT_PARAM_GROUPS = ("logger.",)  # where a run reports, not what it trains
 _FIXED_COLUMNS = (
     "sweep",
     "run",
@@ -167,7 +168,7 @@ def side_by_side(c: Collection) -> pd.DataFrame | None:
     if not within:  # each sweep is one setting: one row of all its runs
         done, within = done.assign(setting="all runs"), ["setting"]
     table = done.groupby([*within, "sweep"], sort=True, dropna=False)[c.metric].agg(_mean_std)
-    return table.unstack("sweep").reset_index()
+    return table.unstack("sweep", fill_value="").reset_index()  # a sweep without the setting
 
 
 def best(c: Collection) -> pd.Series | None:
@@ -218,8 +219,9 @@ def _short(value: Any) -> Any:
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-def write_summary(sweep_dir: Path, metric: str | None = None) -> Collection:
-    """Collect ``sweep_dir`` and (re)write its summary.csv, summary.md and summary.png."""
+def write_summary(sweep_dir: Path, metric: str | None = None, plot: bool = True) -> Collection:
+    """Collect ``sweep_dir`` and (re)write its summary.csv, summary.md and (``plot``)
+    summary.png."""
     sweep_dir = Path(sweep_dir)
     c = collect([sweep_dir], metric)
     if c.runs.empty:
@@ -232,7 +234,8 @@ def write_summary(sweep_dir: Path, metric: str | None = None) -> Collection:
     )
     text = to_markdown(c, f"Sweep {sweep_dir}")
     records.atomic_write(sweep_dir / records.SUMMARY_MD, lambda tmp: tmp.write_text(text))
-    write_plot(c, sweep_dir / records.SUMMARY_PNG)
+    if plot:
+        write_plot(c, sweep_dir / records.SUMMARY_PNG)
     return c
 
 
@@ -258,7 +261,11 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
     except ValueError as err:
         log.warning("run %s is incomplete: %s", run_dir, err)
         return {"status": INCOMPLETE, "error": str(err), "path": str(run_dir)}, None
-    params = {k: _cell(v) for k, v in m["params"].items() if k not in _NOT_PARAMS}
+    params = {
+        k: _cell(v)
+        for k, v in m["params"].items()
+        if k not in _NOT_PARAMS and not k.startswith(_NOT_PARAM_GROUPS)
+    }
     choices = m.get("choices")
     if isinstance(choices, dict):
         params.update({k: _cell(v) for k, v in choices.items() if v is not None})

@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from mlp_sweep import loggers
 from mlp_sweep.errors import ConfigError
 from mlp_sweep.records import METRICS, OBJECTIVES
 
@@ -25,6 +26,7 @@ VARIANTS = ("softmax_ce", "sigmoid_mse")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 DATASETS = ("mnist_5k", "mnist", "fashion_mnist")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+CONSOLE_MODES = ("auto", "epochs")
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Config:
     trial: int | None = None  # the Optuna trial this run is; set by the search sweeper
     save_model: bool = True
     tags: list[str] = field(default_factory=list)
+    logger: Any = field(default_factory=dict)  # the chosen `logger` group options, by name
+    console: str = "auto"  # auto: per-epoch lines for one run, one line per job in a sweep
 
 
 def register() -> None:
@@ -148,6 +152,8 @@ def validate(cfg: DictConfig) -> None:
     _check_device(cfg.get("device", "auto"))
     _check_optimizer(cfg)
     _check_objective(cfg)
+    _choice(cfg, "console", CONSOLE_MODES)
+    loggers.check(cfg)
 
 
 def _check_keys(cfg: DictConfig) -> None:

@@ -22,7 +22,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlp_sweep import checkpoint, records
+from mlp_sweep import checkpoint, console, loggers, records
 from mlp_sweep import data as data_mod
 from mlp_sweep.config import flatten, hidden_sizes, is_alias, validate
 from mlp_sweep.errors import ConfigError, RunFailed, one_line
@@ -180,6 +180,7 @@ def run(cfg: DictConfig) -> float:
     if cfg.trial is not None:
         report = trial_reporter(cfg.trial, hydra_cfg.sweeper, cfg.objective, out, cfg.epochs)
         record.data["trial"] = {"number": cfg.trial, "study": study}
+    record.loggers = loggers.start(cfg, out, record.data)  # TensorBoard, MLflow: loggers.py
 
     def on_epoch(epoch: dict[str, float]) -> None:
         record.add_epoch(epoch)
@@ -192,6 +193,7 @@ def run(cfg: DictConfig) -> float:
             record=record.data,
         )
         record.save()
+        record.loggers.log_epoch({**epoch, "lr": optimizer.param_groups[0]["lr"]})
         if report is not None:
             report(epoch)
 
@@ -206,6 +208,7 @@ def run(cfg: DictConfig) -> float:
             generator=generator,
             first_epoch=record.data["epochs_run"] + 1,
             on_epoch=on_epoch,
+            progress=console.show_epochs(cfg, hydra_cfg),
         )
         final = {}
         for split in ("train", "val", "test"):
@@ -285,6 +288,7 @@ class RunRecord:
     ) -> None:
         self.out = out
         self.started = started
+        self.loggers: loggers.Loggers | None = None  # set once the run's trial is known
         self.data: dict[str, Any] = {
             "schema_version": records.SCHEMA_VERSION,
             "status": records.RUNNING,
@@ -339,7 +343,8 @@ class RunRecord:
         final: dict[str, float] | None = None,
         error: str | None = None,
     ) -> None:
-        """Write history.csv and curves.png, then the final metrics.json."""
+        """Write history.csv and curves.png, then the final metrics.json; then tell the
+        loggers (TensorBoard, MLflow) how the run ended."""
         self.data.update(status=status, error=error, finished_at=_now(), final=final or {})
         self.data["objective"]["value"] = objective
         if self.data["history"]:
@@ -350,6 +355,8 @@ class RunRecord:
             title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
             plot_curves(history, self.out / records.CURVES_FILE, title=title)
         self.save()
+        if self.loggers is not None:
+            self.loggers.finish(self.data)
 
 
 def _now() -> str:

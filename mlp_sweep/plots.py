@@ -16,14 +16,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from mlp_sweep.records import STUDY_PLOTS, atomic_write
+from mlp_sweep.records import STUDY_PLOTS, atomic_write, direction
 
 if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
 logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO notes are not ours
+
+# Parameters drawn on a log axis whatever their values: they are swept on a log scale.
+LOG_SCALE = ("lr", "init_std")
+LOG_SPAN = 20  # any other numeric parameter whose largest value is more than this x its least
+PARALLEL_FROM = 3  # swept parameters from which summary.png adds a parallel-coordinates panel
 
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:
@@ -55,13 +61,16 @@ def plot_summary(
     path: Path,
 ) -> None:
     """One figure for a sweep: every run's curves overlaid, then ``metric`` against each
-    swept parameter. ``runs`` has one row per run, indexed like ``histories``, with a
-    ``legend`` column naming each run."""
+    swept parameter, then, for three parameters or more, a parallel-coordinates panel.
+    ``runs`` has one row per run, indexed like ``histories``, with a ``legend`` column naming
+    each run."""
     curve = "val_acc" if metric.endswith("_acc") else "val_loss"
     if not any(h[curve].notna().any() for h in histories.values()):
         curve = curve.replace("val_", "train_")
     ncols = 4
-    rows = 1 + -(-len(params) // ncols)  # the curves, then the parameters, 4 to a row
+    parallel = len(params) >= PARALLEL_FROM
+    # The curves, then the parameters, 4 to a row, then the parallel coordinates.
+    rows = 1 + -(-len(params) // ncols) + parallel
     fig, axes = plt.subplots(rows, ncols, figsize=(4.5 * ncols, 3.8 * rows), squeeze=False)
     # The curves take two panels each: a wide panel reads better than a legend.
     for ax in axes[0]:
@@ -75,11 +84,15 @@ def plot_summary(
     few = len(histories) <= 12  # a legend of more runs hides the curves
     _label(ax_curve, curve, legend=few)
     _label(ax_loss, "train_loss", legend=few)
-    scatter_axes = axes[1:].ravel()
+    scatter_axes = axes[1 : rows - parallel].ravel()
     for ax, param in zip(scatter_axes, params):
         _scatter(ax, runs, param, metric)
     for ax in scatter_axes[len(params) :]:
         ax.axis("off")
+    if parallel:
+        for ax in axes[-1]:
+            ax.remove()
+        _parallel(fig, fig.add_subplot(rows, 1, rows), runs, params, metric)
     fig.suptitle(f"{len(runs)} runs; {metric} against each swept parameter")
     fig.tight_layout()
     _save(fig, path)
@@ -116,20 +129,106 @@ def _scatter(ax: plt.Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     values = pd.to_numeric(runs[param], errors="coerce")
     if values.notna().all():
         ax.scatter(values, runs[metric])
-        if values.min() > 0 and values.max() / values.min() >= 20:
+        if _log_scale(param, values):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide
+            unique = sorted(set(values))
+            if len(unique) <= 6:  # a grid: its values are the ticks
+                ax.set_xticks(unique, [f"{v:.4g}" for v in unique])
     else:  # categories, lists of layer widths, or a mix with None
-        labels = runs[param].astype(str)
-        order = sorted(labels.unique())
-        ax.scatter(labels.map(order.index), runs[metric])
+        order = _categories(runs[param])
+        ax.scatter(runs[param].astype(str).map(order.index), runs[metric])
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(order) - 0.5)  # categories as columns, not at the edges
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
 
 
+def _parallel(
+    fig: plt.Figure, ax: plt.Axes, runs: pd.DataFrame, params: Sequence[str], metric: str
+) -> None:
+    """One line per run across an axis per parameter and one for ``metric``, coloured by
+    ``metric``: which combinations do well. Each axis is scaled to its own range (log for
+    log-scale parameters); categories are spread evenly."""
+    done = runs[runs[metric].notna()]
+    if done.empty:
+        ax.axis("off")
+        return
+    names = [*params, metric]
+    positions, ticks = [], []
+    for name in names:
+        position, labels = _axis_positions(done[name], log=name != metric and name in params)
+        positions.append(position)
+        ticks.append(labels)
+    lines = np.column_stack(positions)
+    score = done[metric].to_numpy(dtype=float)
+    span = np.ptp(score) or 1.0
+    colour = plt.get_cmap("viridis")((score - score.min()) / span)
+    order = np.argsort(score if direction(metric) == "maximize" else -score)  # best on top
+    x = np.arange(len(names))
+    for i in order:
+        ax.plot(x, lines[i], color=colour[i], alpha=0.8, lw=1.5)
+    for i, labels in enumerate(ticks):
+        ax.axvline(i, color="0.6", lw=0.8)
+        for value, text in labels:
+            ax.annotate(
+                text,
+                (i, value),
+                xytext=(4, 0),
+                textcoords="offset points",
+                fontsize=8,
+                va="center",
+                color="0.2",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+                zorder=3,
+            )
+    ax.set_xticks(x, names)
+    ax.set_xlim(-0.2, len(names) - 0.6)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(f"parallel coordinates, coloured by {metric}", fontsize="medium")
+    mappable = plt.cm.ScalarMappable(
+        cmap="viridis", norm=plt.Normalize(score.min(), score.min() + span)
+    )
+    fig.colorbar(mappable, ax=ax, label=metric, pad=0.01)
+
+
+def _axis_positions(column: pd.Series, log: bool) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """A column as positions in [0, 1], with the labels to show on its axis; ``log``: on a
+    log scale if its values call for one."""
+    values = pd.to_numeric(column, errors="coerce")
+    if values.isna().any():
+        order = _categories(column)
+        step = 1 / max(len(order) - 1, 1)
+        positions = column.astype(str).map(order.index).to_numpy(dtype=float) * step
+        return positions, [(i * step, label) for i, label in enumerate(order)]
+    shown = (
+        np.log10(values) if log and _log_scale(str(column.name), values) else values.astype(float)
+    )
+    low, high = shown.min(), shown.max()
+    positions = ((shown - low) / ((high - low) or 1.0)).to_numpy()
+    unique = sorted(set(values))
+    if len(unique) > 6:  # many values (a search): label the ends only
+        unique = [unique[0], unique[-1]]
+    where = dict(zip(values, positions))
+    return positions, [(where[v], f"{v:.4g}") for v in unique]
+
+
+def _categories(column: pd.Series) -> list[str]:
+    return sorted(column.astype(str).unique())
+
+
+def _log_scale(param: str, values: pd.Series) -> bool:
+    low = values.min()
+    return low > 0 and (param in LOG_SCALE or values.max() / low > LOG_SPAN)
+
+
 def _label(ax: plt.Axes, ylabel: str, legend: bool = True) -> None:
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if legend and ax.get_legend_handles_labels()[0]:

@@ -43,7 +43,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mlp_sweep import checkpoint, job, records
+from mlp_sweep import checkpoint, job, loggers, records
 from mlp_sweep.config import check_comparable, flatten, is_alias
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
@@ -152,6 +152,7 @@ class SearchSweeper(OptunaSweeperImpl):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        loggers.check(config)  # before the first trial, not once in every trial
         wanted = records.direction(config.objective)
         if self.direction not in (None, wanted):
             raise ConfigError(
@@ -359,7 +360,7 @@ def _settings(config: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
     settings = {
         key: value
         for key, value in resolved.items()
-        if key not in checkpoint.FREE_KEYS
+        if not checkpoint.is_free(key)
         and key != "trial"
         and not any(key == s or key.startswith(f"{s}.") for s in searched)
         and not is_alias(raw[key])

@@ -6,6 +6,7 @@ and read once per epoch, so the same loop keeps a GPU busy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -89,12 +90,14 @@ def fit(
     generator: torch.Generator,
     first_epoch: int = 1,
     on_epoch: EpochHook | None = None,
+    progress: bool = True,
 ) -> None:
     """Train from ``first_epoch`` to ``epochs``, calling ``on_epoch`` with each epoch's record.
 
     ``on_epoch`` may raise to stop early (pruning). Raises :class:`Diverged` once the
     training loss is NaN or infinite; ``on_epoch`` never sees that epoch, so nothing
-    checkpoints a diverged model.
+    checkpoints a diverged model. ``progress=False`` shows no bar, and leaves the console's log
+    handlers as they are (a sweep's jobs log their epochs to their log files only).
     """
     bar = tqdm(
         range(first_epoch, epochs + 1),
@@ -102,11 +105,11 @@ def fit(
         total=epochs,
         desc="epochs",
         unit="ep",
-        disable=None,  # a bar on a terminal only
+        disable=None if progress else True,  # a bar on a terminal only
         leave=False,
     )
     # Each epoch is logged: to the run's log file, and to the console above the bar.
-    with logging_redirect_tqdm():
+    with logging_redirect_tqdm() if progress else contextlib.nullcontext():
         for epoch in bar:
             tic = time.perf_counter()
             train_loss, train_acc = train_epoch(

@@ -1,0 +1,212 @@
+"""What a sweep shows on the console: one line per finished job and one progress bar.
+
+A single run prints a line per epoch. In a sweep (``-m``, or a search) each job logs its
+epochs to its own log file only; the console gets one line per finished job (number, swept
+values, objective, status, seconds) and, on a terminal, a progress bar for the whole sweep
+(jobs done of planned, best so far, time left). ``console=epochs`` or ``hydra.verbose=true``
+brings the per-epoch lines of a sweep's jobs back.
+
+:class:`SweepWatch` lives in the process that runs the sweeper. It learns that a job ended
+from Hydra's ``on_job_end`` callback when the job runs in that process (the basic launcher),
+and by looking at the sweep folder every second when jobs run elsewhere (joblib, submitit,
+Ray). Each time it also rewrites the sweep's summary.csv and summary.md, so
+``mlp-sweep compare`` on a running sweep shows what is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from mlp_sweep import collect, records
+from mlp_sweep.errors import one_line
+
+POLL_SECONDS = 1.0  # how often the sweep folder is looked at when jobs run in other processes
+_FINAL = {records.COMPLETE, records.FAILED, records.PRUNED, records.INTERRUPTED}
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """A console log handler that prints above a progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+def show_epochs(cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
+    """Whether this job shows its epochs on the console: in a single run, with
+    ``console=epochs``, or with ``hydra.verbose``. If not, the job's console log handlers
+    are set to warnings only, so its epoch lines go to its log file alone (Hydra builds the
+    handlers anew for every job, so this lasts one job)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN or cfg.get("console") == "epochs" or hydra_cfg.verbose:
+        return True
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(logging.WARNING)
+    return False
+
+
+def planned(config: DictConfig) -> tuple[int | None, list[str]]:
+    """How many jobs a sweep will run and which keys it sweeps, from its master config: a
+    search's ``n_trials`` and space, or the grid of the command-line sweeps."""
+    sweeper = config.hydra.sweeper
+    parser = OverridesParser.create()
+    params = sweeper.get("params") or {}
+    overrides = parser.parse_overrides(
+        [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
+    )
+    swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
+    if "n_trials" in sweeper:
+        return sweeper.n_trials, swept
+    total = 1
+    for override in overrides:
+        if override.is_sweep_override():
+            total *= len(list(override.sweep_string_iterator()))
+    return total, swept
+
+
+class SweepWatch:
+    """The console of one sweep, and its live summary; see the module docstring."""
+
+    def __init__(self, sweep_dir: Path, config: DictConfig) -> None:
+        self.sweep_dir = sweep_dir.resolve()  # jobs name their folders by absolute paths
+        self.metric = config.get("objective") or "val_acc"
+        self.maximize = records.direction(self.metric) == "maximize"
+        total, self.swept = planned(config)
+        self.lock = threading.Lock()
+        # Runs finished before this session started (a resumed sweep) are not reported
+        # again unless they finish again (a failed job that runs anew).
+        self.seen: dict[Path, Any] = {}
+        self.best: tuple[float, str] | None = None
+        for run_dir, data in self._finished_runs():
+            self.seen[run_dir] = data.get("finished_at")
+            self._update_best(run_dir, data)
+        done = min(len(self.seen), total) if total else len(self.seen)
+        self.bar = tqdm(total=total, initial=done, desc="sweep", unit="job", disable=None)
+        self._show_best()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if not launcher.endswith("BasicLauncher"):  # jobs run in other processes
+            self._thread = threading.Thread(target=self._poll, name="sweep-watch", daemon=True)
+            self._thread.start()
+
+    def job_ended(self, run_dir: Path, error: BaseException | None) -> None:
+        """A job of this process ended: report it, or any job found finished."""
+        with self.lock:
+            found = self._report_new()
+            if run_dir.resolve() not in found and error is not None:
+                self._line(f"job {run_dir.name}  failed: {one_line(error)}")
+                self.bar.update(1)
+                self._write_summary()
+
+    def close(self) -> None:
+        """Report what finished since the last look, and take the bar down."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self.lock:
+            self._report_new()
+        self.bar.close()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            with self.lock:
+                self._report_new()
+
+    def _report_new(self) -> set[Path]:
+        """Print a line for each run that finished since the last look; rewrite the
+        summary if any did. Returns their folders."""
+        new = set()
+        for run_dir, data in self._finished_runs():
+            if self.seen.get(run_dir, object()) == data.get("finished_at"):
+                continue
+            self.seen[run_dir] = data.get("finished_at")
+            new.add(run_dir)
+            self._update_best(run_dir, data)
+            self._line(job_line(run_dir, data, self.swept))
+            self.bar.update(1)
+        if new:
+            self._show_best()
+            self._write_summary()
+        return new
+
+    def _finished_runs(self) -> list[tuple[Path, dict[str, Any]]]:
+        found = []
+        for path in sorted(self.sweep_dir.glob(f"*/{records.METRICS_FILE}")):
+            try:
+                data = records.read_metrics(path.parent)
+            except ValueError:
+                continue  # a run being written for the first time; seen on the next look
+            if data["status"] in _FINAL:
+                found.append((path.parent, data))
+        return found
+
+    def _update_best(self, run_dir: Path, data: dict[str, Any]) -> None:
+        value = (data.get("objective") or {}).get("value")
+        if data["status"] != records.COMPLETE or value is None or not math.isfinite(value):
+            return
+        if self.best is None or (value > self.best[0]) == self.maximize:
+            self.best = (value, run_dir.name)
+
+    def _show_best(self) -> None:
+        if self.best is not None:
+            value, run = self.best
+            self.bar.set_postfix_str(f"best {self.metric} {value:.4f} (job {run})")
+
+    def _line(self, text: str) -> None:
+        self.bar.write(text, file=sys.stdout)
+
+    def _write_summary(self) -> None:
+        # Jobs still running are in it too; the png waits for the end of the sweep, as
+        # drawing it costs more than the tables.
+        try:
+            collect.write_summary(self.sweep_dir, self.metric, plot=False)
+        except (OSError, ValueError) as err:
+            self._line(f"warning: the summary could not be rewritten: {one_line(err)}")
+
+
+def job_line(run_dir: Path, data: dict[str, Any], swept: Sequence[str] = ()) -> str:
+    """One finished run in one line: number, swept values, objective, status, seconds.
+
+    >>> job_line(Path("3"), {"overrides": ["hidden=40", "epochs=2"], "status": "complete",
+    ...     "objective": {"metric": "val_acc", "value": 0.8125}, "seconds": {"total": 1.23}},
+    ...     swept=["hidden"])
+    'job 3  hidden=40  val_acc 0.8125  complete  1.2s'
+    """
+    overrides = dict(o.split("=", 1) for o in data.get("overrides", []) if "=" in o)
+    overrides.pop("trial", None)
+    keys = [k for k in swept if k in overrides] or list(overrides)
+    values = " ".join(f"{k}={_short(overrides[k])}" for k in keys)
+    trial = data.get("trial")
+    name = f"trial {trial['number']}" if trial else f"job {run_dir.name}"
+    objective = data.get("objective") or {}
+    value = objective.get("value")
+    shown = f"{objective.get('metric')} {value:.4f}" if value is not None else ""
+    seconds = (data.get("seconds") or {}).get("total") or 0.0
+    status = data["status"]
+    if status == records.FAILED and data.get("error"):
+        status = f"failed: {data['error'][:120]}"
+    return "  ".join(part for part in (name, values, shown, status, f"{seconds:.1f}s") if part)
+
+
+def _short(text: str) -> str:
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if number.is_integer() or len(text) <= 6 else f"{number:.4g}"

@@ -1,0 +1,107 @@
+"""What a run and a sweep print, and the summary a running sweep keeps up to date."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+
+def test_a_three_job_grid_of_20_epochs_prints_at_most_30_lines(run_script, tmp_path):
+    result = run_script("-m", "hidden=20,40,60", "epochs=20")
+    assert result.code == 0, result.err
+    lines = (result.out + result.err).splitlines()
+    table = next(i for i, line in enumerate(lines) if line.startswith("# Sweep"))
+    before = lines[:table]
+    assert len(before) <= 30, "\n".join(before)
+    job_lines = [line for line in before if line.startswith("job ")]
+    assert [line.split()[:3] for line in job_lines] == [
+        ["job", "0", "hidden=20"],
+        ["job", "1", "hidden=40"],
+        ["job", "2", "hidden=60"],
+    ]
+    assert all("val_acc 0." in line and "complete" in line for line in job_lines)
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    log = (sweep / "1" / "mlp_sweep.log").read_text()
+    assert log.count("epoch ") == 20  # each job's epochs are in its log file
+
+
+def test_a_single_run_prints_every_epoch(run_app):
+    result = run_app("epochs=2")
+    assert result.code == 0, result.err
+    assert "epoch 1/2" in result.out and "epoch 2/2" in result.out
+
+
+def test_console_epochs_brings_a_sweeps_epoch_lines_back(run_app):
+    quiet = run_app("-m", "hidden=20", "epochs=2")
+    loud = run_app("-m", "hidden=20", "epochs=2", "console=epochs")
+    assert quiet.code == loud.code == 0
+    assert "epoch 2/2" not in quiet.out and "epoch 2/2" in loud.out
+
+
+def test_a_failed_job_is_one_line_with_its_error(run_script):
+    result = run_script("-m", "lr=1e38,0.1", "epochs=2")
+    (line,) = [line for line in result.out.splitlines() if line.startswith("job 0")]
+    assert "lr=1e+38" in line and "failed: Diverged: training loss became nan" in line
+
+
+def test_a_bad_console_value_is_one_line(run_app):
+    result = run_app("console=loud")
+    assert result.code == 2
+    assert result.err.strip() == "error: console='loud' is invalid: allowed: auto, epochs"
+
+
+def test_summary_csv_is_written_when_the_first_job_finishes(tmp_path):
+    # Job 0 trains 1 epoch, job 1 a long time: the summary must be there while job 1 runs.
+    command = [sys.executable, str(REPO / "run.py"), "-m", "epochs=1,2000", "hidden=20"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        summary = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(tmp_path.glob("outputs/sweeps/*/summary.csv"))
+            if found:
+                summary = found[0]
+                break
+            time.sleep(0.2)
+        assert summary is not None, "no summary.csv while the sweep ran"
+        table = pd.read_csv(summary)
+        still_running = proc.poll() is None
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert still_running
+    first = json.loads((summary.parent / "0" / "metrics.json").read_text())
+    row = table[table["run"] == 0].iloc[0]
+    assert row["status"] == "complete" and row["val_acc"] == first["final"]["val_acc"]
+    assert (table["status"] == "complete").sum() == 1
+    assert not (summary.parent / "summary.png").exists()  # drawn when the sweep ends
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "says"),
+    [
+        (
+            "experiment/broken.yaml",
+            "hidden: [1, 2\nlr: 0.1\n",
+            "experiment/broken.yaml, line 2: did not find expected ',' or ']'",
+        ),
+        (
+            "experiment/broken.yaml",
+            "# @package _global_\ndefaults:\n  - override /model: nonexist\n",
+            "experiment/broken.yaml, line 3: model=nonexist is invalid: allowed: "
+            "sigmoid_mse, softmax_ce",
+        ),
+    ],
+)
+def test_a_broken_config_file_is_one_line_naming_file_and_line(run_app, tmp_path, file, text, says):
+    path = tmp_path / "extra" / file
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    result = run_app("-cd", str(tmp_path / "extra"), "experiment=broken")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path}/extra/") and says in line
