@@ -6,12 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mlp_sweep import collect, loggers, records
 from mlp_sweep.console import SweepWatch
+from mlp_sweep.sweepers import failure
 
 log = logging.getLogger(__name__)
 # The watch of the sweep this process runs. Kept here, not on the callback: launchers that
@@ -36,13 +37,7 @@ class CollectSweep(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if _watch is None:  # a job in a process of its own: the sweeper's process watches
             return
-        error = None
-        if job_return.status == JobStatus.FAILED:
-            try:
-                job_return.return_value  # noqa: B018 (it raises the job's error)
-            except BaseException as err:
-                error = err
-        _watch.job_ended(Path(config.hydra.runtime.output_dir), error)
+        _watch.job_ended(Path(config.hydra.runtime.output_dir), failure(job_return))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _watch
