@@ -280,7 +280,7 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
         "status": m["status"],
         "epochs_run": m["epochs_run"],
         "seconds": _number(m["seconds"].get("total")),
-        "error": m["error"],
+        "error": m.get("error"),
         "path": str(run_dir),
         "objective": m["objective"]["metric"],
         **{k: _number(v) for k, v in figures.items()},
