@@ -70,6 +70,13 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    if args.out and args.out.is_dir() and collect.run_dirs(args.out):
+        print(
+            f"error: --out {args.out} holds runs, whose summary files are their own; "
+            "choose a folder of its own for the comparison",
+            file=sys.stderr,
+        )
+        return 2
     c = collect.collect(args.dirs, args.metric)
     if c.runs.empty:
         print(f"error: no run folders under {', '.join(map(str, args.dirs))}", file=sys.stderr)

@@ -65,7 +65,7 @@ def collect(folders: Sequence[Path], metric: str | None = None) -> Collection:
     sweep_names = _sweep_names(folders)
     for folder, sweep in zip(folders, sweep_names):
         top = Path(folder).resolve()
-        for run_dir in _run_dirs(top):
+        for run_dir in run_dirs(top):
             name = run_dir.relative_to(top).as_posix() if run_dir != top else run_dir.name
             label = name if len(folders) == 1 else f"{sweep}/{name}"
             row, history = _read_run(run_dir)
@@ -246,7 +246,7 @@ def write_plot(c: Collection, path: Path) -> None:
         plot_summary(runs, c.histories, c.params, c.metric, path)
 
 
-def _run_dirs(folder: Path) -> list[Path]:
+def run_dirs(folder: Path) -> list[Path]:
     """Folders holding a metrics.json, or a Hydra job that never wrote one."""
     found = {p.parent for p in folder.rglob(records.METRICS_FILE)}
     found |= {p.parent.parent for p in folder.rglob(".hydra/overrides.yaml")}

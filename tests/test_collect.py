@@ -116,7 +116,7 @@ def test_runs_sort_naturally_by_folder_name(tmp_path):
     for name in ("runs/b", "sweeps/s/10", "sweeps/s/2", "runs/a"):
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "metrics.json").write_text("{}")
-    found = [p.relative_to(tmp_path).as_posix() for p in collect._run_dirs(tmp_path)]
+    found = [p.relative_to(tmp_path).as_posix() for p in collect.run_dirs(tmp_path)]
     assert found == ["runs/a", "runs/b", "sweeps/s/2", "sweeps/s/10"]
 
 
@@ -252,3 +252,11 @@ def test_collection_never_crashes_on_damaged_records_and_never_ranks_nan_first(
     assert known == sorted(known, reverse=True)  # every NaN after every number
     winner = collect.best(c)
     assert winner is None or math.isfinite(winner[c.metric])
+
+
+def test_compare_never_writes_its_summary_over_a_sweeps_own(sweeps, capsys):
+    kept = (sweeps["slow"] / "summary.csv").read_bytes()
+    args = ["compare", str(sweeps["slow"]), str(sweeps["fast"]), "--out", str(sweeps["slow"])]
+    assert cli.main(args) == 2
+    assert "holds runs, whose summary files are their own" in capsys.readouterr().err
+    assert (sweeps["slow"] / "summary.csv").read_bytes() == kept
