@@ -53,15 +53,21 @@ def test_a_search_runs_without_m_and_resumes_to_its_total(run_app, tmp_path):
         assert metrics(tmp_path, trial.number)["objective"]["value"] == trial.value
 
 
+# A pruned search of two trials: a strong one, then one the median pruner stops at once.
+STRONG_THEN_WEAK = (
+    "hparams_search=optuna_pruned",
+    "hydra.sweeper.n_trials=2",
+    "hydra.sweeper.pruner.n_startup_trials=1",
+    "hydra.sweeper.pruner.n_warmup_steps=0",
+    "hydra.sweeper.enqueue=["
+    "{lr: 0.5, model: softmax_ce, hidden: 100, init_std: 0.1, batch_size: 32},"
+    "{lr: 0.001, model: sigmoid_mse, hidden: 25, init_std: 0.1, batch_size: 256}]",
+)
+
+
 def test_a_pruned_trial_stops_early_and_keeps_its_partial_metrics(run_app, tmp_path):
     result = run_app(
-        "hparams_search=optuna_pruned",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.pruner.n_startup_trials=1",
-        "hydra.sweeper.pruner.n_warmup_steps=0",
-        "hydra.sweeper.enqueue=["
-        "{lr: 0.5, model: softmax_ce, hidden: 100, init_std: 0.1, batch_size: 32},"
-        "{lr: 0.001, model: sigmoid_mse, hidden: 25, init_std: 0.1, batch_size: 256}]",
+        *STRONG_THEN_WEAK,
         "epochs=4",
     )
     assert result.code == 0, result.err
@@ -186,13 +192,7 @@ def test_a_study_refuses_to_continue_with_other_settings(run_app, tmp_path):
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(run_app, tmp_path):
     result = run_app(
-        "hparams_search=optuna_pruned",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.pruner.n_startup_trials=1",
-        "hydra.sweeper.pruner.n_warmup_steps=0",
-        "hydra.sweeper.enqueue=["
-        "{lr: 0.5, model: softmax_ce, hidden: 100, init_std: 0.1, batch_size: 32},"
-        "{lr: 0.001, model: sigmoid_mse, hidden: 25, init_std: 0.1, batch_size: 256}]",
+        *STRONG_THEN_WEAK,
         "epochs=1",  # the weak trial's only epoch is its last: pruning it would save nothing
     )
     assert result.code == 0, result.err
