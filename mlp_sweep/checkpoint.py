@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlp_sweep import records
 from mlp_sweep.config import flatten, is_alias
-from mlp_sweep.errors import ConfigError
+from mlp_sweep.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _load(path: Path, device: torch.device | str) -> dict[str, Any] | None:
         if not isinstance(record["config"], dict) or not isinstance(record["epochs_run"], int):
             raise ValueError("it holds no run record")
     except Exception as err:
-        log.warning("%s is unreadable (%s); not continuing from it", path, err)
+        log.warning("%s is unreadable (%s); not continuing from it", path, one_line(err))
         return None
     return state
 
