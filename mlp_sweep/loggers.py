@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,10 @@ def prepare(cfg: DictConfig, sweep_dir: Path) -> None:
     """Create the MLflow store and the sweep's experiment once, before parallel jobs would
     all try at the same moment. A package that is missing is reported by :func:`check`."""
     if "mlflow" in (cfg.get("logger") or {}) and _installed("mlflow"):
-        _MLflow.experiment(_mlflow_client(cfg.logger.mlflow), cfg, sweep_dir.name)
+        try:
+            _MLflow.experiment(_mlflow_client(cfg.logger.mlflow), cfg, sweep_dir.name)
+        except Exception as err:  # each run tries again, and warns if it fails too
+            log.debug("the MLflow experiment of %s could not be prepared: %s", sweep_dir, err)
 
 
 def _installed(module: str) -> bool:
@@ -125,7 +129,7 @@ class Loggers:
             "logger %s failed and is off for the rest of %s (its own files are kept): %s",
             name,
             self.run_dir,
-            one_line(err),
+            one_line(err)[:300],
         )
 
 
@@ -204,6 +208,12 @@ def _session_end(status: str) -> Any:
 
 
 def _mlflow_client(settings: DictConfig) -> Any:
+    # A tracking server out of reach fails the logger in seconds, not after MLflow's default
+    # minutes of retries in every job; set these variables to wait longer. Its retries are
+    # not news for the console: the logger's own warning says what failed.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=settings.tracking_uri)

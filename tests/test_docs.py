@@ -12,8 +12,9 @@ from conftest import REPO, SHARED_DATA, run_in_process
 from mlp_sweep import cli
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-# What a test machine lacks: a Slurm cluster, Ray, a PostgreSQL server at a made-up address.
-ELSEWHERE = ("hydra/launcher=slurm", "hydra/launcher=ray", "postgresql://user:pw@")
+# What a test machine lacks: a Slurm cluster, Ray, a PostgreSQL server at a made-up address,
+# an MLflow tracking server.
+ELSEWHERE = ("hydra/launcher=slurm", "hydra/launcher=ray", "postgresql://user:pw@", "uri=http")
 EPOCHS, TRIALS = 1, 2
 
 
@@ -74,7 +75,7 @@ def test_the_pages_show_commands():
 def test_a_command_the_pages_show_runs(workdir, where, words):
     text = " ".join(words)
     if any(part in text for part in ELSEWHERE):
-        pytest.skip("needs a Slurm cluster, Ray or a PostgreSQL server")
+        pytest.skip("needs a Slurm cluster, Ray, a PostgreSQL or an MLflow server")
     if "../shared/data" in text and not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"no MNIST files under {SHARED_DATA}")
     if words[0] == "mlp-sweep":
