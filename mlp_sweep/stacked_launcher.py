@@ -78,7 +78,7 @@ class StackedLauncher(Launcher):
                 config=config, task_function=self.task_function
             )
             try:
-                life = job.prepare(ret.cfg, ret.hydra_cfg.hydra, full_cfg=ret.hydra_cfg)
+                life = job.prepare(ret.cfg, config.hydra, full_cfg=ret.hydra_cfg)
                 if life.settled:
                     outcomes[i] = job.settle(life)
                 else:
