@@ -101,7 +101,7 @@ class SweepWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         launcher = str(config.hydra.launcher.get("_target_", ""))
-        if not launcher.endswith("BasicLauncher"):  # jobs run in other processes
+        if not launcher.endswith(("BasicLauncher", "StackedLauncher")):  # jobs elsewhere
             self._thread = threading.Thread(target=self._poll, name="sweep-watch", daemon=True)
             self._thread.start()
 

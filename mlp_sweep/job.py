@@ -9,7 +9,8 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,68 @@ def run(cfg: DictConfig) -> float:
     run is refused before anything in it changes. A run writes metrics.json and checkpoint.pt
     after every epoch, then history.csv, curves.png and model.pt. In an Optuna search
     (``cfg.trial`` set) each epoch's objective goes to the study, and a pruned run returns
-    its last one.
+    its last one. The members of a stacked group (:mod:`mlp_sweep.stacked_launcher`) go
+    through the same lifecycle: :func:`prepare`, :func:`begin`, :func:`end_epoch`, then
+    :func:`complete` or :func:`stopped`.
     """
-    check(cfg)
     hydra_cfg = HydraConfig.get()
+    life = prepare(cfg, hydra_cfg)
+    if life.settled:
+        return settle(life)
+    threads = job_threads(cfg.threads, hydra_cfg.launcher)
+    if threads:
+        torch.set_num_threads(threads)
+    splits = load_data(cfg, life.device)
+    model, optimizer, generator = build(cfg, splits, life.device)
+    begin(life, model, optimizer, generator)
+    try:
+        fit(
+            model,
+            LOSSES[cfg.model.name],
+            optimizer,
+            splits,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            generator=generator,
+            first_epoch=life.record.data["epochs_run"] + 1,
+            on_epoch=lambda epoch: end_epoch(life, epoch, model, optimizer, generator),
+            progress=console.show_epochs(cfg, hydra_cfg),
+        )
+        final = {}
+        for split in ("train", "val", "test"):
+            final[f"{split}_loss"], final[f"{split}_acc"] = evaluate(
+                model, LOSSES[cfg.model.name], getattr(splits, split)
+            )
+    except BaseException as err:
+        return stopped(life, err)
+    return complete(life, model, final)
+
+
+@dataclass
+class Life:
+    """One run between :func:`prepare` and its end: its config, folder, plan and record."""
+
+    cfg: DictConfig
+    hydra_cfg: DictConfig  # the job's Hydra node (``HydraConfig.get()``)
+    full_cfg: DictConfig  # config and Hydra node together, as .hydra/hydra.yaml records it
+    out: Path
+    device: torch.device
+    plan: checkpoint.Plan
+    started: float
+    record: RunRecord = field(init=False)
+    report: Callable[[dict[str, float]], None] | None = field(init=False, default=None)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the folder holds this run finished or failed already: nothing to train."""
+        return self.plan.action in (checkpoint.KEEP, checkpoint.KEEP_FAILED)
+
+
+def prepare(cfg: DictConfig, hydra_cfg: DictConfig, full_cfg: DictConfig | None = None) -> Life:
+    """Check ``cfg`` and decide what the run does with its folder; nothing is written.
+    Raises ConfigError for bad input or a folder the run may not use."""
+    started = time.perf_counter()
+    check(cfg)
     study = OmegaConf.select(hydra_cfg, "sweeper.study_name", default=None)
     if cfg.trial is not None and study is None:
         raise ConfigError(
@@ -133,17 +192,22 @@ def run(cfg: DictConfig) -> float:
     out = Path(hydra_cfg.runtime.output_dir)
     device = pick_device(cfg.device)
     decided = checkpoint.plan(out, cfg, device)
-    if decided.action == checkpoint.KEEP:
-        value = math.nan if decided.value is None else decided.value
-        log.info("%s is complete already: %s %.4f; kept as it is", out, cfg.objective, value)
-        return value
-    if decided.action == checkpoint.KEEP_FAILED:
-        raise kept_failure(out, decided.error)
-    started = time.perf_counter()
-    threads = job_threads(cfg.threads, hydra_cfg.launcher)
-    if threads:
-        torch.set_num_threads(threads)
-    splits = data_mod.load(
+    full = HydraConfig.instance().cfg if full_cfg is None else full_cfg
+    return Life(cfg, hydra_cfg, full, out, device, decided, started)
+
+
+def settle(life: Life) -> float:
+    """The objective of a run kept as it is, or the error of one kept failed."""
+    if life.plan.action == checkpoint.KEEP_FAILED:
+        raise kept_failure(life.out, life.plan.error)
+    value = math.nan if life.plan.value is None else life.plan.value
+    log.info("%s is complete already: %s %.4f; kept as it is", life.out, life.cfg.objective, value)
+    return value
+
+
+def load_data(cfg: DictConfig, device: torch.device) -> data_mod.Splits:
+    """The run's data set, split, on ``device`` (loaded once per process)."""
+    return data_mod.load(
         cfg.data.name,
         device=device,
         val_size=cfg.data.val_size,
@@ -151,6 +215,12 @@ def run(cfg: DictConfig) -> float:
         download=cfg.data.download,
         cache_dir=cfg.data.cache_dir,
     )
+
+
+def build(
+    cfg: DictConfig, splits: data_mod.Splits, device: torch.device
+) -> tuple[MLP, torch.optim.Optimizer, torch.Generator]:
+    """The run's model (initialised from its seed), optimizer, and batch-order generator."""
     torch.manual_seed(cfg.seed)
     model = MLP(
         splits.num_features,
@@ -159,83 +229,83 @@ def run(cfg: DictConfig) -> float:
         activation=cfg.model.activation,
         init_std=cfg.init_std,
     ).to(device)
-    loss_fn = LOSSES[cfg.model.name]
     optimizer = build_optimizer(cfg.optimizer, model)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    return model, optimizer, torch.Generator().manual_seed(cfg.seed)
 
-    # From here on the folder is this run's: nothing above wrote to it.
-    if decided.action == checkpoint.FRESH:
+
+def begin(
+    life: Life,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    stacked: dict[str, Any] | None = None,
+) -> None:
+    """Take the folder for the run: write .hydra/ and metrics.json, load the checkpoint it
+    continues from, connect the study and the loggers. ``stacked`` says, in metrics.json,
+    which group the run trains in."""
+    cfg, out = life.cfg, life.out
+    if life.plan.action == checkpoint.FRESH:
         for name in _OUTPUT_FILES:  # an earlier attempt's, which this one replaces
             (out / name).unlink(missing_ok=True)
-    _write_hydra_record(out, cfg, hydra_cfg)
-    record = RunRecord(out, cfg, hydra_cfg, device, started)
-    state = decided.state
+    _write_hydra_record(out, cfg, life.hydra_cfg, life.full_cfg)
+    record = life.record = RunRecord(out, cfg, life.hydra_cfg, life.device, life.started)
+    if stacked is not None:
+        record.data["stacked"] = stacked
+        record.save()
+    state = life.plan.state
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         record.resume(state["record"])
         log.info("continuing %s after epoch %d", out, record.data["epochs_run"])
-    report = None
     if cfg.trial is not None:
-        report = trial_reporter(cfg.trial, hydra_cfg.sweeper, cfg.objective, out, cfg.epochs)
+        study = OmegaConf.select(life.hydra_cfg, "sweeper.study_name", default=None)
+        life.report = trial_reporter(
+            cfg.trial, life.hydra_cfg.sweeper, cfg.objective, out, cfg.epochs
+        )
         record.data["trial"] = {"number": cfg.trial, "study": study}
     record.loggers = loggers.start(cfg, out, record.data)  # TensorBoard, MLflow: loggers.py
 
-    def on_epoch(epoch: dict[str, float]) -> None:
-        record.add_epoch(epoch)
-        # The checkpoint first: a run stopped between the two writes resumes from this epoch.
-        checkpoint.save(
-            out / records.CHECKPOINT_FILE,
-            model=model,
-            optimizer=optimizer,
-            generator=generator,
-            record=record.data,
-        )
-        record.save()
-        record.loggers.log_epoch({**epoch, "lr": optimizer.param_groups[0]["lr"]})
-        if report is not None:
-            report(epoch)
 
+def end_epoch(
+    life: Life,
+    epoch: dict[str, float],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> None:
+    """Record a finished epoch: metrics.json, checkpoint.pt, the loggers, the study (whose
+    pruner may raise ``optuna.TrialPruned``)."""
+    record = life.record
+    record.add_epoch(epoch)
+    # The checkpoint first: a run stopped between the two writes resumes from this epoch.
+    checkpoint.save(
+        life.out / records.CHECKPOINT_FILE,
+        model=model,
+        optimizer=optimizer,
+        generator=generator,
+        record=record.data,
+    )
+    record.save()
+    record.loggers.log_epoch({**epoch, "lr": optimizer.param_groups[0]["lr"]})
+    if life.report is not None:
+        life.report(epoch)
+
+
+def complete(life: Life, model: torch.nn.Module, final: dict[str, float]) -> float:
+    """Finish a run that trained all its epochs: model.pt, then its final record."""
+    cfg, record = life.cfg, life.record
     try:
-        fit(
-            model,
-            loss_fn,
-            optimizer,
-            splits,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            generator=generator,
-            first_epoch=record.data["epochs_run"] + 1,
-            on_epoch=on_epoch,
-            progress=console.show_epochs(cfg, hydra_cfg),
-        )
-        final = {}
-        for split in ("train", "val", "test"):
-            final[f"{split}_loss"], final[f"{split}_acc"] = evaluate(
-                model, loss_fn, getattr(splits, split)
-            )
         if cfg.save_model:
-            records.write_torch(out / records.MODEL_FILE, model.state_dict())
-    except optuna.TrialPruned as pruned:
-        value = record.data["history"][-1][cfg.objective]
-        record.finish(records.PRUNED, objective=value, error=str(pruned))
-        return value
-    except KeyboardInterrupt:
-        record.finish(records.INTERRUPTED, error="interrupted by the user")
-        raise
-    except Diverged as err:
-        record.add_epoch(err.epoch)  # shown in the history; its checkpoint was never written
-        record.finish(records.FAILED, error=str(err))
-        raise RunFailed(f"{out}: {err}; the run is marked failed") from None
-    except Exception as err:
-        record.finish(records.FAILED, error=f"{type(err).__name__}: {one_line(err)}")
-        raise
+            records.write_torch(life.out / records.MODEL_FILE, model.state_dict())
+    except BaseException as err:
+        return stopped(life, err)
     value = final[cfg.objective]
     record.finish(records.COMPLETE, objective=value, final=final)
     log.info(
         "%s  %s %.4f  test_acc %.4f  (%d epochs, %.1fs)",
-        out.name,
+        life.out.name,
         cfg.objective,
         value,
         final["test_acc"],
@@ -243,6 +313,26 @@ def run(cfg: DictConfig) -> float:
         record.data["seconds"]["total"],
     )
     return value
+
+
+def stopped(life: Life, err: BaseException) -> float:
+    """End a run that stopped before completing: a pruned trial returns its last objective;
+    an interrupt, a divergence or any other error is recorded, then raised (a divergence as
+    RunFailed)."""
+    record = life.record
+    if isinstance(err, optuna.TrialPruned):
+        value = record.data["history"][-1][life.cfg.objective]
+        record.finish(records.PRUNED, objective=value, error=str(err))
+        return value
+    if isinstance(err, KeyboardInterrupt):
+        record.finish(records.INTERRUPTED, error="interrupted by the user")
+        raise err
+    if isinstance(err, Diverged):
+        record.add_epoch(err.epoch)  # shown in the history; its checkpoint was never written
+        record.finish(records.FAILED, error=str(err))
+        raise RunFailed(f"{life.out}: {err}; the run is marked failed") from None
+    record.finish(records.FAILED, error=f"{type(err).__name__}: {one_line(err)}")
+    raise err
 
 
 def kept_failure(out: Path, error: str | None) -> RunFailed:
@@ -262,14 +352,16 @@ _OUTPUT_FILES = (
 )
 
 
-def _write_hydra_record(out: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+def _write_hydra_record(
+    out: Path, cfg: DictConfig, hydra_cfg: DictConfig, full_cfg: DictConfig
+) -> None:
     """Hydra's record of the job in ``.hydra/``, written here rather than by Hydra (whose
     ``hydra.output_subdir`` is null) so that a refused run leaves the folder untouched."""
     folder = out / records.HYDRA_DIR
     folder.mkdir(parents=True, exist_ok=True)
     for name, node in (
         ("config.yaml", cfg),
-        ("hydra.yaml", HydraConfig.instance().cfg),
+        ("hydra.yaml", full_cfg),
         ("overrides.yaml", hydra_cfg.overrides.task),
     ):
         records.write_yaml(folder / name, node)

@@ -14,9 +14,11 @@ def parallel_jobs(launcher: DictConfig) -> int:
     Ray: the cores over each task's ``num_cpus``; joblib: ``n_jobs`` (negative counts back
     from the cores, as in joblib); submitit on Slurm:
     ``array_parallelism``; submitit locally: every job of a batch at once, taken as one per
-    core; Hydra's basic launcher: one.
+    core; the stacked launcher: ``max_members`` (trained together); Hydra's basic launcher: one.
     """
     cores = os.cpu_count() or 1
+    if "max_members" in launcher:  # the stacked launcher: a group of trials in one pass
+        return launcher.max_members
     if "ray" in launcher:  # Ray runs as many tasks as their num_cpus fit in the cores
         return max(1, cores // _ray_cpus(launcher))
     if "n_jobs" in launcher:
@@ -35,6 +37,8 @@ def job_threads(threads: int | None, launcher: DictConfig) -> int | None:
     default, every core)."""
     if threads:
         return threads
+    if "max_members" in launcher:  # the stacked launcher trains in this one process
+        return None
     if launcher.get("cpus_per_task"):
         return launcher.cpus_per_task
     if "ray" in launcher:

@@ -116,20 +116,38 @@ def fit(
                 model, loss_fn, optimizer, data.train, batch_size, generator
             )
             val_loss, val_acc = evaluate(model, loss_fn, data.val)
-            record = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "seconds": time.perf_counter() - tic,
-            }
-            log.info(
-                f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}"
-                f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {record['seconds']:.2f}s"
+            record = epoch_record(
+                epoch, epochs, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - tic
             )
-            if not math.isfinite(train_loss):
-                message = f"training diverged: the loss became {train_loss} in epoch {epoch}"
-                raise Diverged(message, record)
             if on_epoch is not None:
                 on_epoch(record)
+
+
+def epoch_record(
+    epoch: int,
+    epochs: int,
+    train_loss: float,
+    train_acc: float,
+    val_loss: float,
+    val_acc: float,
+    seconds: float,
+    logger: logging.Logger = log,
+) -> dict[str, float]:
+    """An epoch's record, logged; raises :class:`Diverged` if its training loss is NaN or
+    infinite. Solo and stacked runs both close their epochs here."""
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "seconds": seconds,
+    }
+    logger.info(
+        f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}"
+        f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  {seconds:.2f}s"
+    )
+    if not math.isfinite(train_loss):
+        message = f"training diverged: the loss became {train_loss} in epoch {epoch}"
+        raise Diverged(message, record)
+    return record

@@ -1,0 +1,163 @@
+"""``hydra/launcher=stacked``: the jobs a sweeper hands over, trained together in stacked
+groups inside this process (registered through the ``hydra.plugins`` entry point).
+
+The launcher composes each job as Hydra's basic launcher does (its number, its folder, its
+Hydra config), prepares it with :func:`mlp_sweep.job.prepare`, groups the jobs that can share
+one pass (:func:`mlp_sweep.group.group_key`), at most ``max_members`` to a group, and hands
+each group to :func:`mlp_sweep.group.run_group`. It returns one JobReturn per job, in order.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from mlp_sweep import console, group, job
+from mlp_sweep.errors import ConfigError
+from mlp_sweep.launchers import job_threads
+
+log = logging.getLogger(__name__)
+_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+@dataclass
+class StackedLauncherConf:
+    _target_: str = "mlp_sweep.stacked_launcher.StackedLauncher"
+    max_members: int = 16  # jobs trained in one stack at most
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf)
+
+
+class StackedLauncher(Launcher):
+    """Train the jobs of each launch in stacked groups, in this process, on every core."""
+
+    def __init__(self, max_members: int) -> None:
+        if not isinstance(max_members, int) or max_members < 1:
+            raise ConfigError(
+                f"hydra.launcher.max_members={max_members!r} is invalid: must be a whole "
+                "number of at least 1"
+            )
+        self.max_members = max_members
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        self._hydra_logging()
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info("Launching %d jobs stacked", len(job_overrides))
+        jobs = [self._compose(initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
+        outcomes: dict[int, group.Outcome] = {}
+        lives: dict[int, job.Life] = {}
+        for i, (config, ret) in enumerate(jobs):
+            self.hydra_context.callbacks.on_job_start(
+                config=config, task_function=self.task_function
+            )
+            try:
+                life = job.prepare(ret.cfg, config.hydra, full_cfg=ret.hydra_cfg)
+                if life.settled:
+                    outcomes[i] = job.settle(life)
+                else:
+                    lives[i] = life
+            except Exception as err:
+                outcomes[i] = err
+        try:
+            for members in self._groups(lives):
+                first = lives[members[0]]
+                threads = job_threads(first.cfg.threads, first.hydra_cfg.launcher)
+                if threads:
+                    torch.set_num_threads(threads)
+                console.show_epochs(first.cfg, first.hydra_cfg)
+                fmt = OmegaConf.select(
+                    first.full_cfg, "hydra.job_logging.formatters.simple.format", default=None
+                )
+                results = group.run_group([lives[i] for i in members], fmt or _LOG_FORMAT)
+                outcomes.update(zip(members, results))
+                for i in members:
+                    self._ended(jobs[i], outcomes[i])
+        finally:
+            self._hydra_logging()
+        for i, (config, ret) in enumerate(jobs):
+            if i not in lives:
+                self._ended((config, ret), outcomes[i])
+        return [ret for _, ret in jobs]
+
+    def _groups(self, lives: dict[int, job.Life]) -> list[list[int]]:
+        """Job indices grouped by what they must share, in job order, ``max_members`` at
+        most to a group."""
+        by_key: dict[tuple, list[int]] = {}
+        for i, life in lives.items():
+            by_key.setdefault(group.group_key(life.cfg), []).append(i)
+        return [
+            nums[start : start + self.max_members]
+            for nums in by_key.values()
+            for start in range(0, len(nums), self.max_members)
+        ]
+
+    def _compose(self, num: int, overrides: Sequence[str]) -> tuple[DictConfig, JobReturn]:
+        """A job's config as Hydra's basic launcher and ``run_job`` make it: numbered, its
+        folder resolved and created; and its JobReturn, still without an outcome."""
+        assert self.config is not None and self.hydra_context is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = str(num)
+            config.hydra.job.num = num
+        HydraConfig.instance().set_config(config)
+        out = os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = os.path.abspath(out)
+        HydraConfig.instance().set_config(config)
+        task = copy.deepcopy(config)
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        Path(out).mkdir(parents=True, exist_ok=True)
+        ret = JobReturn(
+            overrides=OmegaConf.to_container(config.hydra.overrides.task),
+            cfg=task,
+            hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
+            working_dir=os.getcwd(),
+            task_name=JobRuntime.instance().get("name"),
+        )
+        return config, ret
+
+    def _ended(self, composed: tuple[DictConfig, JobReturn], outcome: group.Outcome) -> None:
+        config, ret = composed
+        if isinstance(outcome, BaseException):
+            ret.status = JobStatus.FAILED
+        else:
+            ret.status = JobStatus.COMPLETED
+        ret._return_value = outcome
+        assert self.hydra_context is not None
+        self.hydra_context.callbacks.on_job_end(config=config, job_return=ret)
+
+    def _hydra_logging(self) -> None:
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(
+            self.config.hydra.hydra_logging,
+            self.config.hydra.verbose,
+            execution_whitelist=self.hydra_context.execution_whitelist,
+        )

@@ -1,0 +1,149 @@
+"""hydra/launcher=stacked: the jobs of a sweep trained together, each a normal run."""
+
+import json
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from test_faults import start, wait_for_epoch
+
+from mlp_sweep.model import MLP
+
+STACKED = "hydra/launcher=stacked"
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def runs(folder: Path, n: int) -> list[dict]:
+    return [read(folder / str(i) / "metrics.json") for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def side_by_side(tmp_path_factory) -> Path:
+    """One grid of different widths and optimizers, under the basic launcher and stacked."""
+    from conftest import run_in_process
+
+    root = tmp_path_factory.mktemp("side_by_side")
+    grid = ["-m", "hidden=20,50", "optimizer=sgd,adam", "lr=0.05", "epochs=3"]
+    for launcher, folder in (("hydra/launcher=basic", "solo"), (STACKED, "stacked")):
+        result = run_in_process(*grid, launcher, f"hydra.sweep.dir={folder}", cwd=root)
+        assert result.code == 0, result.err
+    return root
+
+
+def test_stacked_members_agree_with_their_solo_runs(side_by_side):
+    solo, stacked = (runs(side_by_side / f, 4) for f in ("solo", "stacked"))
+    for a, b in zip(solo, stacked):
+        assert a["params"] == b["params"]
+        first_a, first_b = a["history"][0]["train_loss"], b["history"][0]["train_loss"]
+        assert abs(first_a - first_b) <= 1e-4 * abs(first_a)
+        for key in ("train_acc", "val_acc", "test_acc"):
+            assert abs(a["final"][key] - b["final"][key]) <= 0.005
+
+
+def test_a_stacked_member_leaves_the_files_of_a_solo_run(side_by_side):
+    solo, stacked = side_by_side / "solo" / "1", side_by_side / "stacked" / "1"
+    files = sorted(p.relative_to(solo).as_posix() for p in solo.rglob("*") if p.is_file())
+    assert files == sorted(
+        p.relative_to(stacked).as_posix() for p in stacked.rglob("*") if p.is_file()
+    )
+    assert (stacked / "mlp_sweep.log").read_text().count("epoch ") == 3
+
+
+def test_metrics_say_a_member_ran_stacked_and_with_whom(side_by_side):
+    record = read(side_by_side / "stacked" / "0" / "metrics.json")
+    group = [str(side_by_side / "stacked" / str(i)) for i in range(4)]
+    assert record["stacked"] == {"group": group, "members": 4}
+    assert "stacked" not in read(side_by_side / "solo" / "0" / "metrics.json")
+
+
+def test_a_member_model_loads_into_mlp_and_holds_only_its_own_weights(side_by_side):
+    folder = side_by_side / "stacked" / "0"  # hidden=20, stacked beside hidden=50
+    state = torch.load(folder / "model.pt", weights_only=True)
+    model = MLP(784, 20, 10)
+    model.load_state_dict(state)
+    assert state["layers.0.weight"].untyped_storage().nbytes() == 20 * 784 * 4
+
+
+def test_a_diverging_member_fails_alone(run_app, tmp_path):
+    result = run_app("-m", "lr=0.1,1e38", "init_std=0.5", "epochs=2", STACKED, "hydra.sweep.dir=g")
+    assert result.code == 1 and "training diverged" in result.err.strip().splitlines()[-1]
+    ok, failed = runs(tmp_path / "g", 2)
+    assert failed["status"] == "failed" and "diverged" in failed["error"]
+    assert ok["status"] == "complete" and ok["epochs_run"] == 2
+    solo = run_app("lr=0.1", "init_std=0.5", "epochs=2", "hydra.run.dir=solo")
+    assert solo.code == 0
+    assert ok["final"]["val_acc"] == pytest.approx(
+        read(tmp_path / "solo" / "metrics.json")["final"]["val_acc"], abs=0.005
+    )
+
+
+def test_members_with_different_epochs_each_stop_at_their_own(run_app, tmp_path):
+    result = run_app("-m", "epochs=1,3", "hidden=20", STACKED, "hydra.sweep.dir=g")
+    assert result.code == 0, result.err
+    assert [r["epochs_run"] for r in runs(tmp_path / "g", 2)] == [1, 3]
+
+
+def test_members_continue_from_their_own_checkpoints(run_app, tmp_path):
+    grid = ["-m", "hidden=20,30", "init_std=0.01,0.1", STACKED]
+    assert run_app(*grid, "epochs=1", "hydra.sweep.dir=g").code == 0
+    assert run_app(*grid, "epochs=3", "hydra.sweep.dir=g").code == 0
+    assert run_app(*grid, "epochs=3", "hydra.sweep.dir=straight").code == 0
+    for continued, straight in zip(runs(tmp_path / "g", 4), runs(tmp_path / "straight", 4)):
+        assert continued["epochs_run"] == 3
+        assert continued["final"] == pytest.approx(straight["final"], abs=1e-6)
+
+
+def test_ctrl_c_marks_every_running_member_interrupted(tmp_path):
+    proc = start(
+        "-m", "hidden=[800],[700]", "epochs=20", STACKED, "hydra.sweep.dir=g", cwd=tmp_path
+    )
+    wait_for_epoch(tmp_path / "g" / "1" / "metrics.json", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    for record in runs(tmp_path / "g", 2):
+        assert record["status"] == "interrupted" and 1 <= record["epochs_run"] < 20
+
+
+def test_a_search_trains_its_trials_stacked_and_prunes_a_member(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna_pruned",
+        STACKED,
+        "hydra.launcher.max_members=1",  # one trial a batch: the second sees the first's epochs
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "hydra.sweeper.enqueue=["
+        "{lr: 0.5, model: softmax_ce, hidden: 100, init_std: 0.1, batch_size: 32},"
+        "{lr: 0.001, model: sigmoid_mse, hidden: 25, init_std: 0.1, batch_size: 256}]",
+        "epochs=4",
+    )
+    assert result.code == 0, result.err
+    name = "optuna_pruned-mnist_5k-val_acc"
+    study = optuna.load_study(
+        study_name=name, storage=f"sqlite:///{tmp_path}/outputs/optuna/{name}.db"
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+    pruned = read(tmp_path / "outputs" / "optuna" / name / "1" / "metrics.json")
+    assert pruned["status"] == "pruned" and "stacked" in pruned
+
+
+def test_a_search_asks_for_a_batch_of_trials_and_trains_them_together(run_app, tmp_path):
+    result = run_app("hparams_search=optuna", STACKED, "hydra.sweeper.n_trials=3", "epochs=1")
+    assert result.code == 0, result.err
+    folder = tmp_path / "outputs" / "optuna" / "optuna-mnist_5k-val_acc"
+    for i in range(3):  # one batch of 3, grouped by what the trials share
+        record = read(folder / str(i) / "metrics.json")
+        assert record["status"] == "complete" and str(folder / str(i)) in record["stacked"]["group"]
+
+
+def test_a_bad_max_members_fails_with_one_line(run_app):
+    result = run_app("-m", "hidden=20", STACKED, "hydra.launcher.max_members=0")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert "hydra.launcher.max_members=0 is invalid" in line
