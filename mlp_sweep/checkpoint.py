@@ -1,7 +1,8 @@
 """What a run folder already holds: a finished run to keep, or a checkpoint to continue from.
 
-A run writes ``checkpoint.pt`` after every epoch: the model and optimizer state, the state of
-the generator that shuffles the batches, and the run's metrics so far. Continuing from it gives
+A run writes ``checkpoint.pt`` after every epoch: the model and optimizer state, the
+learning-rate scheduler's if it has one, the state of the generator that shuffles the
+batches, and the run's metrics so far. Continuing from it gives
 the same numbers as a run that was never stopped.
 """
 
@@ -31,6 +32,7 @@ def save(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     record: dict[str, Any],
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> None:
     """Write the state after an epoch, atomically."""
     state = {
@@ -39,10 +41,12 @@ def save(
         "generator": generator.get_state(),
         "record": record,
     }
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
     records.write_torch(path, state)
 
 
-def finished_value(out: Path, cfg: DictConfig) -> float | None:
+def finished_value(out: Path, cfg: DictConfig) -> float | list[float] | None:
     """The objective of a complete run of this config in ``out``, so it need not run again.
 
     None if there is none, or if the same run is to continue to more ``epochs``. Raises

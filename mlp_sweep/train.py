@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mlp_sweep.data import Split, Splits
 from mlp_sweep.model import LossFn
+
+if TYPE_CHECKING:
+    from mlp_sweep.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ def train_epoch(
     data: Split,
     batch_size: int,
     generator: torch.Generator,
+    schedule: Schedule | None = None,
 ) -> tuple[float, float]:
     """One pass over ``data`` in a random order; return the mean batch loss and accuracy."""
     model.train()
@@ -51,6 +56,8 @@ def train_epoch(
         loss = loss_fn(logits, y)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.after_batch()
         loss_sum += loss.detach() * len(idx)
         hits += (logits.detach().argmax(1) == y).sum()
     return loss_sum.item() / n, hits.item() / n
@@ -84,11 +91,14 @@ def fit(
     generator: torch.Generator,
     first_epoch: int = 1,
     on_epoch: EpochHook | None = None,
+    schedule: Schedule | None = None,
 ) -> None:
     """Train from ``first_epoch`` to ``epochs``, calling ``on_epoch`` with each epoch's record.
 
-    ``on_epoch`` may raise to stop early (pruning). Raises :class:`Diverged` once the
-    training loss is NaN or infinite, after ``on_epoch`` has seen that epoch.
+    ``schedule`` steps after each batch or each epoch, before ``on_epoch`` sees (and
+    checkpoints) the epoch. ``on_epoch`` may raise to stop early (pruning). Raises
+    :class:`Diverged` once the training loss is NaN or infinite, after ``on_epoch`` has seen
+    that epoch.
     """
     bar = tqdm(
         range(first_epoch, epochs + 1),
@@ -104,9 +114,11 @@ def fit(
         for epoch in bar:
             tic = time.perf_counter()
             train_loss, train_acc = train_epoch(
-                model, loss_fn, optimizer, data.train, batch_size, generator
+                model, loss_fn, optimizer, data.train, batch_size, generator, schedule
             )
             val_loss, val_acc = evaluate(model, loss_fn, data.val)
+            if schedule is not None:
+                schedule.after_epoch()
             record = {
                 "epoch": epoch,
                 "train_loss": train_loss,
