@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 import platform
 import re
 import time
@@ -21,13 +22,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlp_sweep import checkpoint, records
+from mlp_sweep import checkpoint, objectives, records
 from mlp_sweep import data as data_mod
 from mlp_sweep.config import flatten, hidden_sizes, validate
 from mlp_sweep.errors import ConfigError, one_line
 from mlp_sweep.launchers import job_threads
-from mlp_sweep.model import LOSSES, MLP
+from mlp_sweep.model import LOSSES, MLP, count_params
 from mlp_sweep.plots import plot_curves
+from mlp_sweep.schedule import build_schedule
 from mlp_sweep.search import trial_reporter
 from mlp_sweep.train import evaluate, fit
 
@@ -77,20 +79,23 @@ def params_of(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
-def run(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float | list[float]:
     """Train one configuration in the current Hydra job folder and return its objective.
 
     Writes metrics.json and checkpoint.pt after every epoch, then history.csv, curves.png and
     model.pt. A folder that already holds this run complete is left as it is; one holding its
     checkpoint continues from there (``resume=true``). In an Optuna search (``cfg.trial`` set)
-    each epoch's objective goes to the study, and a pruned run returns its last one.
+    each epoch's objective goes to the study, and a pruned run returns its last one. With
+    several objectives (``objective=[val_acc,n_params]``) it returns a list, one value each.
     """
     validate(cfg)
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
     done = checkpoint.finished_value(out, cfg)
     if done is not None:
-        log.info("%s is complete already: %s %.4f; kept as it is", out, cfg.objective, done)
+        log.info(
+            "%s is complete already: %s; kept as it is", out, objectives.show(cfg.objective, done)
+        )
         return done
     started = time.perf_counter()
     threads = job_threads(cfg.threads, hydra_cfg.launcher)
@@ -115,6 +120,12 @@ def run(cfg: DictConfig) -> float:
     ).to(device)
     loss_fn = LOSSES[cfg.model.name]
     optimizer = build_optimizer(cfg.optimizer, model)
+    schedule = build_schedule(
+        cfg.scheduler,
+        optimizer,
+        steps_per_epoch=math.ceil(len(splits.train) / cfg.batch_size),
+        epochs=cfg.epochs,
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
 
     record = RunRecord(out, cfg, hydra_cfg, device, started)
@@ -122,6 +133,8 @@ def run(cfg: DictConfig) -> float:
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None:
+            schedule.scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         record.resume(state["record"])
         log.info("continuing %s after epoch %d", out, record.data["epochs_run"])
@@ -139,6 +152,7 @@ def run(cfg: DictConfig) -> float:
             optimizer=optimizer,
             generator=generator,
             record=record.data,
+            scheduler=schedule.scheduler if schedule is not None else None,
         )
         record.save()
         if report is not None:
@@ -155,12 +169,14 @@ def run(cfg: DictConfig) -> float:
             generator=generator,
             first_epoch=record.data["epochs_run"] + 1,
             on_epoch=on_epoch,
+            schedule=schedule,
         )
         final = {}
         for split in ("train", "val", "test"):
             final[f"{split}_loss"], final[f"{split}_acc"] = evaluate(
                 model, loss_fn, getattr(splits, split)
             )
+        final["n_params"] = count_params(model)
         if cfg.save_model:
             records.write_torch(out / records.MODEL_FILE, model.state_dict())
     except optuna.TrialPruned as pruned:
@@ -173,13 +189,13 @@ def run(cfg: DictConfig) -> float:
     except Exception as err:
         record.finish(records.FAILED, error=f"{type(err).__name__}: {one_line(err)}")
         raise
-    value = final[cfg.objective]
+    # The training time is the `seconds` metric: a cost some searches minimise.
+    value = objectives.value({**final, "seconds": record.data["seconds"]["train"]}, cfg.objective)
     record.finish(records.COMPLETE, objective=value, final=final)
     log.info(
-        "%s  %s %.4f  test_acc %.4f  (%d epochs, %.1fs)",
+        "%s  %s  test_acc %.4f  (%d epochs, %.1fs)",
         out.name,
-        cfg.objective,
-        value,
+        objectives.show(cfg.objective, value),
         final["test_acc"],
         record.data["epochs_run"],
         record.data["seconds"]["total"],
@@ -204,11 +220,7 @@ class RunRecord:
             "schema_version": records.SCHEMA_VERSION,
             "status": records.RUNNING,
             "error": None,
-            "objective": {
-                "metric": cfg.objective,
-                "direction": records.direction(cfg.objective),
-                "value": None,
-            },
+            "objective": objectives.entry(cfg.objective),
             "params": params_of(cfg),
             "overrides": list(hydra_cfg.overrides.task),
             "choices": {

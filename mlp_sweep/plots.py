@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mlp_sweep.records import STUDY_PLOTS, atomic_write
+from mlp_sweep.records import PARETO_PLOT, STUDY_PLOTS, atomic_write
 
 if TYPE_CHECKING:
     import optuna
@@ -85,19 +86,31 @@ def plot_summary(
     _save(fig, path)
 
 
-def plot_study(study: optuna.Study, folder: Path) -> None:
+def plot_study(study: optuna.Study, folder: Path, objectives: Sequence[str] = ()) -> None:
     """Optuna's optimisation history, parameter importances, parallel coordinates and slice
-    plots, each as a PNG in ``folder``; a plot the study cannot make yet is skipped."""
+    plots, each as a PNG in ``folder``; a plot the study cannot make yet is skipped.
+
+    A study with several ``objectives`` gets those plots for the first one, and its Pareto
+    front (of two or three objectives) as a fifth figure.
+    """
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
-    makers = (
+    makers = [
         optuna_plots.plot_optimization_history,
         optuna_plots.plot_param_importances,
         optuna_plots.plot_parallel_coordinate,
         optuna_plots.plot_slice,
-    )
-    for name, make in zip(STUDY_PLOTS, makers):
+    ]
+    names = list(STUDY_PLOTS)
+    if len(study.directions) > 1:
+        makers = [
+            functools.partial(make, target=_first_value, target_name=objectives[0])
+            for make in makers
+        ]
+        makers.append(functools.partial(optuna_plots.plot_pareto_front, target_names=objectives))
+        names.append(PARETO_PLOT)
+    for name, make in zip(names, makers):
         try:
             with warnings.catch_warnings():  # experimental plots, and layout notes
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -112,6 +125,10 @@ def plot_study(study: optuna.Study, folder: Path) -> None:
         _save(figure, folder / name)
 
 
+def _first_value(trial: optuna.trial.FrozenTrial) -> float:
+    return trial.values[0]
+
+
 def _scatter(ax: plt.Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     values = pd.to_numeric(runs[param], errors="coerce")
     if values.notna().all():
@@ -119,7 +136,7 @@ def _scatter(ax: plt.Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
         if values.min() > 0 and values.max() / values.min() >= 20:
             ax.set_xscale("log")
     else:  # categories, lists of layer widths, or a mix with None
-        labels = runs[param].astype(str)
+        labels = runs[param].map(str)  # astype(str) keeps NaN as NaN in pandas 3
         order = sorted(labels.unique())
         ax.scatter(labels.map(order.index), runs[metric])
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right")

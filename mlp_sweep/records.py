@@ -37,6 +37,7 @@ STUDY_PLOTS = (
     "optuna_parallel.png",
     "optuna_slice.png",
 )
+PARETO_PLOT = "optuna_pareto.png"  # a search with several objectives: its Pareto front
 
 # Metric names, each with the direction in which it improves.
 METRICS: dict[str, str] = {
@@ -49,6 +50,9 @@ METRICS: dict[str, str] = {
 }
 # The test set is reported, never used to choose settings.
 OBJECTIVES = tuple(name for name in METRICS if not name.startswith("test_"))
+# What a run costs, also metrics: a search with several objectives trades accuracy against
+# them. ``n_params`` is in metrics.json's ``final``, ``seconds`` is its ``seconds.train``.
+COSTS: dict[str, str] = {"n_params": "minimize", "seconds": "minimize"}
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
 # Run states, as written in metrics.json["status"].
@@ -71,9 +75,10 @@ def direction(metric: str) -> str:
     'maximize'
     """
     try:
-        return METRICS[metric]
+        return {**METRICS, **COSTS}[metric]
     except KeyError:
-        raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}") from None
+        allowed = ", ".join([*METRICS, *COSTS])
+        raise ValueError(f"unknown metric {metric!r}; allowed: {allowed}") from None
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
