@@ -8,6 +8,7 @@ each checkpoint with the optimizer's, so a resumed run follows the same schedule
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ def build_schedule(
 
     Raises ConfigError if the scheduler cannot be built, or fails within the steps of the
     run's first epochs: most schedulers check their arguments only when they step (StepLR's
-    ``step_size=0``), so the schedule is rehearsed first on a stand-in optimizer.
+    ``step_size=0``), so the schedule is rehearsed first on a copy of the optimizer.
 
     >>> model = torch.nn.Linear(2, 1)
     >>> sgd = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -63,19 +64,20 @@ def build_schedule(
     target = settings.get("_target_")
     try:
         make = instantiate(settings, _execution_whitelist_=SCHEDULERS)
+        # A copy made before the scheduler changes the optimizer's learning rate.
+        stand_in = copy.deepcopy(optimizer)
         scheduler = make(optimizer, **extra)
     except (InstantiationException, TypeError, ValueError) as err:
         raise ConfigError(f"scheduler ({target}) cannot be built: {one_line(err)}") from None
     steps = epochs if interval == "epoch" else steps_per_epoch * min(epochs, 2)
-    _rehearse(make, optimizer, extra, steps, target)
+    _rehearse(make, stand_in, extra, steps, target)
     return Schedule(scheduler, interval)
 
 
 def _rehearse(
-    make: Any, optimizer: torch.optim.Optimizer, extra: dict[str, Any], steps: int, target: str
+    make: Any, stand_in: torch.optim.Optimizer, extra: dict[str, Any], steps: int, target: str
 ) -> None:
-    """Step a copy of the schedule over an optimizer of the same kind, with one parameter."""
-    stand_in = type(optimizer)([torch.zeros(1, requires_grad=True)], **optimizer.defaults)
+    """Step another scheduler of the same config over ``stand_in``, a copy of the optimizer."""
     try:
         scheduler = make(stand_in, **extra)
         for _ in range(steps):

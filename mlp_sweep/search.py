@@ -91,10 +91,13 @@ class SearchSweeperConf(OptunaSweeperConf):
 @dataclass
 class TPEMultivariateSamplerConf(TPESamplerConfig):
     """TPE modelling the parameters jointly, and apart for each set of parameters that trials
-    share: what Optuna advises for a define-by-run space whose branches draw different ones."""
+    share: what Optuna advises for a define-by-run space whose branches draw different ones.
+    It starts modelling after 5 random trials, not 10: a search on a time budget may have
+    few more."""
 
     multivariate: bool = True
     group: bool = True
+    n_startup_trials: int = 5
 
 
 @dataclass

@@ -57,6 +57,12 @@ def test_one_cycle_steps_after_every_batch_and_ends_far_below_its_start(mnist_5k
     assert lr < 0.1 / 25 / 10  # a tenth of where it started, max_lr / div_factor
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_one_cycle_drives_every_optimizer(run_app, tmp_path, optimizer):
+    result = run_app(f"optimizer={optimizer}", "scheduler=onecycle", "hidden=16", "epochs=1")
+    assert result.code == 0, result.err
+
+
 def test_a_run_records_its_schedule_and_checkpoints_it(run_app, tmp_path):
     assert run_app("epochs=2", "scheduler=cosine", "hydra.run.dir=r").code == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())

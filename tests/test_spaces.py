@@ -72,12 +72,13 @@ def test_the_wide_preset_searches_depths_optimizers_and_their_own_ranges(run_app
     result = run_app("hparams_search=wide", "hydra.sweeper.n_trials=8", "epochs=1")
     assert result.code == 0, result.err
     runs = trial_runs(tmp_path, "wide-mnist_5k-val_acc")
-    assert len(runs) == 8
+    assert len(runs) == 8 and all(r["status"] == "complete" for r in runs)
     for run in runs:
         params, optimizer = run["params"], run["choices"]["optimizer"]
         low, high = WIDE_LR[optimizer]
         assert low <= params["lr"] <= high
         assert 1 <= len(params["hidden"]) <= 3 and all(32 <= w <= 512 for w in params["hidden"])
+        assert params["batch_size"] in (64, 128, 256)
         if optimizer != "sgd" or params["optimizer.momentum"] == 0:
             assert not params.get("optimizer.nesterov")
     assert len({len(r["params"]["hidden"]) for r in runs}) >= 2
