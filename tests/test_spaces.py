@@ -98,6 +98,17 @@ def test_a_resumed_space_search_continues_to_its_total_without_replaying(run_app
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 3
 
 
+@pytest.mark.parametrize("sampler", ["random", "qmc"])
+def test_samplers_without_a_model_of_the_space_draw_from_it_too(run_app, tmp_path, sampler):
+    result = run_app(
+        "hparams_search=wide", f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.n_trials=1",
+        "epochs=1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    (run,) = trial_runs(tmp_path, "wide-mnist_5k-val_acc")
+    assert run["status"] == "complete" and 1 <= len(run["params"]["hidden"]) <= 3
+
+
 def test_a_requeued_trial_gets_the_same_overrides_again():
     space = Space("mlp_sweep.spaces.wide")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
