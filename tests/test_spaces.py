@@ -155,3 +155,13 @@ def test_a_space_that_cannot_run_fails_with_one_line_before_any_trial(
     assert last.startswith("error: hydra") and says in last
     assert not list(tmp_path.rglob("metrics.json"))
     assert not list(tmp_path.rglob("*.db"))  # no study was started either
+
+
+def test_the_wide_space_trades_accuracy_against_size_with_the_pruner_off(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=wide", "objective=[val_acc,n_params]", "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=1", "epochs=1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    (run,) = trial_runs(tmp_path, "wide-mnist_5k-val_acc+n_params")
+    assert run["objective"]["value"][1] == run["final"]["n_params"]
