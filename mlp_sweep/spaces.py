@@ -52,6 +52,8 @@ class Space:
             )
         except InstantiationException as err:
             first = str(err).strip().splitlines()[0]  # Hydra's next lines repeat the key
+            if err.__cause__ is not None:  # why the import failed, e.g. inside the module
+                first += f" ({one_line(err.__cause__)})"
             raise ConfigError(f"hydra.sweeper.space={path!r} cannot be loaded: {first}") from None
 
     def __call__(self, cfg: DictConfig, trial: optuna.Trial) -> dict[str, Any]:

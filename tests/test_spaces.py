@@ -109,6 +109,20 @@ def test_samplers_without_a_model_of_the_space_draw_from_it_too(run_app, tmp_pat
     assert run["status"] == "complete" and 1 <= len(run["params"]["hidden"]) <= 3
 
 
+def test_hydra_optuna_sweepers_custom_search_space_is_read_as_the_space(
+    run_app, tmp_path, user_module
+):
+    result = run_app(
+        "hparams_search=wide", "hydra.sweeper.space=null",
+        f"hydra.sweeper.custom_search_space={user_module}.lr_by_optimizer",
+        f"hydra.sweeper.trusted_spaces=[{user_module}.lr_by_optimizer]",
+        "hydra.sweeper.n_trials=1", "epochs=1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    (run,) = trial_runs(tmp_path, "wide-mnist_5k-val_acc")
+    assert run["params"]["hidden"] == [32]  # drawn by the user's space, not the wide one
+
+
 def test_a_requeued_trial_gets_the_same_overrides_again():
     space = Space("mlp_sweep.spaces.wide")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
