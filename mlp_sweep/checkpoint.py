@@ -2,8 +2,9 @@
 start afresh. Decided by reading the folder only, before anything in it is written.
 
 A run writes ``checkpoint.pt`` after every epoch whose loss is finite: the model and
-optimizer state, the state of the generator that shuffles the batches, and the run's metrics
-so far. Continuing from it gives the same numbers as a run that was never stopped.
+optimizer state, the learning-rate scheduler's if it has one, the state of the generator that
+shuffles the batches, and the run's metrics so far. Continuing from it gives the same numbers
+as a run that was never stopped.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ KEEP_FAILED = "keep_failed"  # the folder holds this run failed: report that, ch
 class Plan:
     action: str
     state: dict[str, Any] | None = None  # the checkpoint, for CONTINUE
-    value: float | None = None  # the objective of the run kept, for KEEP
+    value: float | list[float] | None = None  # the objective(s) of the run kept, for KEEP
     error: str | None = None  # why the run kept failed, for KEEP_FAILED
 
 
@@ -62,6 +63,7 @@ def save(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     record: dict[str, Any],
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> None:
     """Write the state after an epoch, atomically."""
     state = {
@@ -70,6 +72,8 @@ def save(
         "generator": generator.get_state(),
         "record": record,
     }
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
     records.write_torch(path, state)
 
 

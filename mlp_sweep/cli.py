@@ -100,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlp-sweep", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     metric = {
-        "choices": list(records.METRICS),
-        "help": "rank by this metric (default: the runs' objective)",
+        "choices": [*records.METRICS, *records.COSTS],
+        "help": "rank by this metric (default: the runs' objective, the first of several)",
     }
 
     p = sub.add_parser("collect", help="write summary.csv/.md/.png into a sweep folder")

@@ -3,6 +3,8 @@
 Works on anything that holds run folders: a sweep folder, several sweeps, one run, or a sweep
 that was interrupted. A run whose metrics.json is missing or unreadable is listed as
 ``incomplete`` with a warning that names its folder; collection itself never fails on it.
+Runs with several objectives get a ``pareto`` column: True for each complete run that no other
+beats on every objective at once.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mlp_sweep import records
+from mlp_sweep import objectives, records
 from mlp_sweep.plots import plot_summary
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ _FIXED_COLUMNS = (
     "epochs_run",
     "seconds",
     *records.METRICS,
+    "n_params",
     "error",
     "path",
 )
@@ -47,14 +50,18 @@ class Collection:
     histories: dict[str, pd.DataFrame]
     params: list[str]  # parameters whose values differ between the runs
     metric: str  # the metric the runs are ranked by
+    objectives: list[str] = field(default_factory=list)  # the runs' objective metrics
 
     @property
     def direction(self) -> str:
         return records.direction(self.metric)
 
 
-def collect(folders: Sequence[Path], metric: str | None = None) -> Collection:
+def collect(folders: Sequence[Path], metric: str | Sequence[str] | None = None) -> Collection:
     """Find every run folder under ``folders`` and read it.
+
+    The runs are ranked by ``metric``, by default their objective (the first of several);
+    a list of metrics is taken as the runs' objectives.
 
     >>> c = collect([Path("outputs/sweeps/does-not-exist")])
     >>> len(c.runs)
@@ -75,9 +82,13 @@ def collect(folders: Sequence[Path], metric: str | None = None) -> Collection:
     runs = pd.DataFrame(rows)
     extra = [col for col in runs.columns if col not in (*_FIXED_COLUMNS, "label")]
     runs = runs.reindex(columns=[*_FIXED_COLUMNS, *extra, "label"]).set_index("label", drop=False)
-    if metric is None:
-        objectives = Counter(r.get("objective") for r in rows if r.get("objective"))
-        metric = objectives.most_common(1)[0][0] if objectives else "val_acc"
+    if metric is None or isinstance(metric, str):  # the objective most runs have
+        found = Counter(tuple(objectives.names(r["objective"])) for r in rows if r.get("objective"))
+        chosen = list(found.most_common(1)[0][0]) if found else ["val_acc"]
+    else:
+        chosen = objectives.names(metric)
+    if not isinstance(metric, str):  # not asked for: the (first) objective, if comparable
+        metric = chosen[0]
         if _mixed_losses(runs, metric):
             comparable = metric.replace("_loss", "_acc")
             log.warning(
@@ -96,7 +107,14 @@ def collect(folders: Sequence[Path], metric: str | None = None) -> Collection:
             f"cross-entropy); rank by {metric.replace('_loss', '_acc')}, or compare runs of "
             "one variant"
         )
-    return Collection(runs=runs, histories=histories, params=_varying(runs), metric=metric)
+    params = _varying(runs)
+    if "depth" in params:  # layer widths read alike when some runs have one layer, some more
+        runs["hidden"] = runs["hidden"].map(_as_list)
+    if len(chosen) > 1 and len(runs):
+        runs.insert(runs.columns.get_loc("status") + 1, "pareto", _pareto(runs, chosen))
+    return Collection(
+        runs=runs, histories=histories, params=params, metric=metric, objectives=chosen
+    )
 
 
 def _variants(runs: pd.DataFrame) -> list[str]:
@@ -118,13 +136,17 @@ def ranked(c: Collection, sort: str | None = None, top: int | None = None) -> pd
         raise ValueError(f"--sort {key!r} is not a column; allowed: {allowed}")
     if top is not None and top < 1:
         raise ValueError(f"--top {top} is invalid: must be a whole number >= 1")
-    # Metrics best first; anything else (seconds, a parameter) from the smallest up.
+    # Metrics and costs best first; anything else (a parameter) from the smallest up.
     ascending = key not in records.METRICS or records.direction(key) == "minimize"
     table = c.runs.sort_values(
         key, ascending=ascending, na_position="last", kind="stable", key=_sortable
     )
     metrics = [m for m in records.METRICS if m != c.metric and table[m].notna().any()]
-    columns = ["run", *c.params, c.metric, *metrics, "epochs_run", "seconds", "status"]
+    costs = [m for m in c.objectives if m in records.COSTS]
+    columns = ["run", *c.params, c.metric, *metrics, *costs, "epochs_run", "seconds", "status"]
+    columns = list(dict.fromkeys(columns))  # `seconds` may be the metric or an objective too
+    if "pareto" in table.columns:
+        columns.insert(1, "pareto")
     if table["sweep"].nunique() > 1:
         columns.insert(0, "sweep")
     return table[columns].head(top).reset_index(drop=True)
@@ -189,6 +211,10 @@ def to_markdown(c: Collection, title: str, sort: str | None = None, top: int | N
         f"{len(c.runs)} runs ({counts or 'none'}), ranked by {c.metric} ({c.direction}).",
         "",
     ]
+    if "pareto" in c.runs.columns:
+        front = ", ".join(c.runs.loc[c.runs["pareto"], "label"]) or "none"
+        goals = ", ".join(f"{m} ({records.direction(m)})" for m in c.objectives)
+        lines += [f"Pareto-optimal on {goals}: runs {front}.", ""]
     if len(c.runs):
         lines += [_markdown(ranked(c, sort, top)), ""]
     wide = side_by_side(c)
@@ -219,7 +245,9 @@ def _short(value: Any) -> Any:
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-def write_summary(sweep_dir: Path, metric: str | None = None, plot: bool = True) -> Collection:
+def write_summary(
+    sweep_dir: Path, metric: str | Sequence[str] | None = None, plot: bool = True
+) -> Collection:
     """Collect ``sweep_dir`` and (re)write its summary.csv, summary.md and (``plot``)
     summary.png."""
     sweep_dir = Path(sweep_dir)
@@ -228,6 +256,8 @@ def write_summary(sweep_dir: Path, metric: str | None = None, plot: bool = True)
         log.warning("no runs found under %s; nothing to summarise", sweep_dir)
         return c
     columns = [col for col in (*_FIXED_COLUMNS, *c.params) if col in c.runs.columns]
+    if "pareto" in c.runs.columns:
+        columns.insert(columns.index("status") + 1, "pareto")
     table = c.runs[columns]
     records.atomic_write(
         sweep_dir / records.SUMMARY_CSV, lambda tmp: table.to_csv(tmp, index=False)
@@ -266,6 +296,8 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
         for k, v in m["params"].items()
         if k not in _NOT_PARAMS and not k.startswith(_NOT_PARAM_GROUPS)
     }
+    if isinstance(m["params"].get("hidden"), list):
+        params["depth"] = len(m["params"]["hidden"])
     choices = m.get("choices")
     if isinstance(choices, dict):
         params.update({k: _cell(v) for k, v in choices.items() if v is not None})
@@ -279,11 +311,12 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
         **params,
         "status": m["status"],
         "epochs_run": m["epochs_run"],
-        "seconds": _number(m["seconds"].get("total")),
+        "seconds": _number(m["seconds"].get("train")),  # the `seconds` metric: training time
         "error": m.get("error"),
         "path": str(run_dir),
         "objective": m["objective"]["metric"],
         **{k: _number(v) for k, v in figures.items()},
+        "n_params": _number(m["final"].get("n_params")),
     }
     trial = m.get("trial")
     if isinstance(trial, dict) and isinstance(trial.get("number"), int):
@@ -303,7 +336,7 @@ def _varying(runs: pd.DataFrame) -> list[str]:
     group already determines (``optimizer.momentum`` when ``optimizer`` varies)."""
     fixed = {*_FIXED_COLUMNS, "label", "objective", "trial"}
     candidates = [c for c in runs.columns if c not in fixed]
-    varying = [c for c in candidates if runs[c].astype(str).nunique() > 1]
+    varying = [c for c in candidates if runs[c].map(str).nunique() > 1]  # NaN counts too
     groups = [c for c in varying if "." not in c]
     keep = []
     for col in varying:
@@ -313,6 +346,20 @@ def _varying(runs: pd.DataFrame) -> list[str]:
         keep.append(col)
     trial = ["trial"] if "trial" in runs.columns else []  # Optuna's trial number, first
     return trial + sorted(keep, key=lambda c: ("." in c, c))
+
+
+def _pareto(runs: pd.DataFrame, names: list[str]) -> list[bool]:
+    """Whether each run is on the Pareto front of the complete runs (False for the rest)."""
+    done = runs["status"] == records.COMPLETE
+    points = runs[names].apply(pd.to_numeric, errors="coerce").where(done, math.nan)
+    return objectives.pareto_optimal(points.to_numpy(), objectives.directions(names))
+
+
+def _as_list(hidden: Any) -> Any:
+    """One layer's width as a list, ``[100]``, beside runs of several layers."""
+    if isinstance(hidden, (int, float)) and not math.isnan(hidden):
+        return f"[{int(hidden)}]"
+    return hidden
 
 
 def _determined_by(runs: pd.DataFrame, group: str, col: str) -> bool:

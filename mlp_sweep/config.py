@@ -20,13 +20,14 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from mlp_sweep import loggers
 from mlp_sweep.errors import ConfigError
-from mlp_sweep.records import METRICS, OBJECTIVES
+from mlp_sweep.records import COSTS, METRICS, OBJECTIVES
 
 VARIANTS = ("softmax_ce", "sigmoid_mse")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 DATASETS = ("mnist_5k", "mnist", "fashion_mnist")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 CONSOLE_MODES = ("auto", "epochs")
+INTERVALS = ("epoch", "batch")  # when a learning-rate scheduler steps
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Config:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
     optimizer: Any = MISSING  # a `_target_` config, partial over the parameters
+    scheduler: Any = None  # a `_target_` config from torch.optim.lr_scheduler, or None
     hidden: Any = 100  # an int, or a list of ints for several hidden layers
     init_std: float | None = 0.1  # None keeps PyTorch's default init
     batch_size: int = 100
@@ -57,7 +59,7 @@ class Config:
     seed: int = 1
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
-    objective: str = "val_acc"
+    objective: Any = "val_acc"  # a metric name, or a list of them for several objectives
     resume: bool = True  # continue from the run folder's checkpoint, if it has one
     retry_failed: bool = False  # continue a failed run from its last checkpoint
     trial: int | None = None  # the Optuna trial this run is; set by the search sweeper
@@ -73,10 +75,16 @@ def register() -> None:
     # A short random id makes sweep folders unique even when two start in the same second.
     # Cached, so every job of a sweep resolves it to the same value.
     OmegaConf.register_resolver("uid", _uid, use_cache=True, replace=True)
+    # Names a study after its objective, one metric or several: val_acc, val_acc+n_params.
+    OmegaConf.register_resolver("join", _join, replace=True)
 
 
 def _uid() -> str:
     return uuid.uuid4().hex[:6]
+
+
+def _join(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, ListConfig) else str(value)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,6 +159,7 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, "threads")
     _check_device(cfg.get("device", "auto"))
     _check_optimizer(cfg)
+    _check_scheduler(cfg)
     _check_objective(cfg)
     _choice(cfg, "console", CONSOLE_MODES)
     loggers.check(cfg)
@@ -191,8 +200,30 @@ def _check_optimizer(cfg: DictConfig) -> None:
         ) from None
 
 
+def _check_scheduler(cfg: DictConfig) -> None:
+    scheduler = cfg.get("scheduler")
+    if scheduler is None:
+        return
+    interval = scheduler.get("interval", "epoch")
+    if interval not in INTERVALS:
+        raise ConfigError(
+            f"scheduler.interval={_show(interval)} is invalid: allowed: {', '.join(INTERVALS)}"
+        )
+    target = scheduler.get("_target_")
+    try:
+        get_method(target)
+    except Exception:
+        raise ConfigError(
+            f"scheduler._target_={target!r} is invalid: must name an importable scheduler "
+            "class such as torch.optim.lr_scheduler.CosineAnnealingLR"
+        ) from None
+
+
 def _check_objective(cfg: DictConfig) -> None:
     objective = cfg.get("objective", "val_acc")
+    if isinstance(objective, ListConfig):
+        _check_objectives(cfg, list(objective))
+        return
     if objective not in OBJECTIVES:
         reason = "the test set is never used to choose settings; " if objective in METRICS else ""
         raise ConfigError(
@@ -205,7 +236,7 @@ def _check_objective(cfg: DictConfig) -> None:
         )
 
 
-def check_comparable(objective: str, variants: set[str]) -> None:
+def check_comparable(objective: Any, variants: set[str]) -> None:
     """Raise ConfigError if a sweep would rank the losses of different variants against each
     other: an MSE of sigmoid outputs and a cross-entropy are on different scales.
 
@@ -214,13 +245,38 @@ def check_comparable(objective: str, variants: set[str]) -> None:
     ...
     mlp_sweep.errors.ConfigError: objective=val_loss cannot rank runs of both sigmoid_mse and ...
     """
-    if objective.endswith("_loss") and len(variants) > 1:
+    names = [objective] if isinstance(objective, str) else [str(n) for n in objective]
+    for name in names:
+        if name.endswith("_loss") and len(variants) > 1:
+            raise ConfigError(
+                f"objective={name} cannot rank runs of both {' and '.join(sorted(variants))}: "
+                "their losses are on different scales (an MSE of sigmoid outputs, a "
+                f"cross-entropy); use objective={name.replace('_loss', '_acc')}, or sweep "
+                "one model"
+            )
+
+
+def _check_objectives(cfg: DictConfig, names: list[Any]) -> None:
+    """A list objective: two or more different metrics, each an accuracy, a loss or a cost."""
+    shown = f"objective={_show(names)}"
+    if len(names) < 2 or len(set(map(str, names))) < len(names):
         raise ConfigError(
-            f"objective={objective} cannot rank runs of both {' and '.join(sorted(variants))}: "
-            "their losses are on different scales (an MSE of sigmoid outputs, a "
-            f"cross-entropy); use objective={objective.replace('_loss', '_acc')}, or sweep "
-            "one model"
+            f"{shown} is invalid: a list needs two or more different metrics; for one, write "
+            "it alone, e.g. objective=val_acc"
         )
+    allowed = (*OBJECTIVES, *COSTS)
+    for name in names:
+        if name not in allowed:
+            reason = "the test set is never used to choose settings; " if name in METRICS else ""
+            raise ConfigError(
+                f"{shown} is invalid: {_show(name)} cannot be an objective: {reason}allowed: "
+                f"{', '.join(allowed)}"
+            )
+        if name.startswith("val_") and OmegaConf.select(cfg, "data.val_size") == 0:
+            raise ConfigError(
+                f"{shown} needs a validation set for {name} but data.val_size=0: set "
+                "data.val_size > 0 or use train_acc / train_loss"
+            )
 
 
 def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:

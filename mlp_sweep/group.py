@@ -107,6 +107,7 @@ def run_group(lives: list[job.Life], log_format: str) -> list[Outcome]:
     for m in members:
         try:
             with m.logging():
+                m.life.schedule = job.schedule(m.life.cfg, m.optimizer, splits)
                 job.begin(m.life, m.model, m.optimizer, m.generator, stacked=together)
         except Exception as err:
             m.end(err)
@@ -135,8 +136,12 @@ def _train(members: list[Member], stack: Stack, splits: Any, loss_name: str) -> 
             splits.train,
             batch_size,
             [m.generator for m in active],
+            [m.life.schedule for m in active],
         )
         val_loss, val_acc = stack.evaluate(loss_name, splits.val)
+        for m in active:  # as train.fit does: after the epoch, before it is recorded
+            if m.life.schedule is not None:
+                m.life.schedule.after_epoch()
         # Each member's share of the group's epoch: the runs of a sweep add up to its time.
         seconds = (time.perf_counter() - tic) / len(active)
         for i, m in enumerate(active):

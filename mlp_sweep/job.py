@@ -23,13 +23,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlp_sweep import checkpoint, console, loggers, records
+from mlp_sweep import checkpoint, console, loggers, objectives, records
 from mlp_sweep import data as data_mod
 from mlp_sweep.config import flatten, hidden_sizes, is_alias, validate
 from mlp_sweep.errors import ConfigError, RunFailed, one_line
 from mlp_sweep.launchers import job_threads
-from mlp_sweep.model import LOSSES, MLP
+from mlp_sweep.model import LOSSES, MLP, count_params
 from mlp_sweep.plots import plot_curves
+from mlp_sweep.schedule import Schedule, build_schedule
 from mlp_sweep.study import trial_reporter
 from mlp_sweep.train import Diverged, evaluate, fit
 
@@ -113,7 +114,7 @@ def override_keys(overrides: Iterable[str]) -> list[str]:
     return [o.split("=", 1)[0].lstrip("+~") for o in overrides]
 
 
-def run(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float | list[float]:
     """Train one configuration in the current Hydra job folder and return its objective.
 
     What the folder already holds decides what happens (:func:`checkpoint.plan`): a complete
@@ -121,7 +122,8 @@ def run(cfg: DictConfig) -> float:
     run is refused before anything in it changes. A run writes metrics.json and checkpoint.pt
     after every epoch, then history.csv, curves.png and model.pt. In an Optuna search
     (``cfg.trial`` set) each epoch's objective goes to the study, and a pruned run returns
-    its last one. The members of a stacked group (:mod:`mlp_sweep.stacked_launcher`) go
+    its last one; with several objectives (``objective=[val_acc,n_params]``) a run returns a
+    list, one value each. The members of a stacked group (:mod:`mlp_sweep.stacked_launcher`) go
     through the same lifecycle: :func:`prepare`, :func:`begin`, :func:`end_epoch`, then
     :func:`complete` or :func:`stopped`.
     """
@@ -134,6 +136,7 @@ def run(cfg: DictConfig) -> float:
         torch.set_num_threads(threads)
     splits = load_data(cfg, life.device)
     model, optimizer, generator = build(cfg, splits, life.device)
+    life.schedule = schedule(cfg, optimizer, splits)
     begin(life, model, optimizer, generator)
     try:
         fit(
@@ -147,6 +150,7 @@ def run(cfg: DictConfig) -> float:
             first_epoch=life.record.data["epochs_run"] + 1,
             on_epoch=lambda epoch: end_epoch(life, epoch, model, optimizer, generator),
             progress=console.show_epochs(cfg, hydra_cfg),
+            schedule=life.schedule,
         )
         final = {}
         for split in ("train", "val", "test"):
@@ -171,6 +175,7 @@ class Life:
     started: float
     record: RunRecord = field(init=False)
     report: Callable[[dict[str, float]], None] | None = field(init=False, default=None)
+    schedule: Schedule | None = field(init=False, default=None)  # a learning-rate schedule
 
     @property
     def settled(self) -> bool:
@@ -196,12 +201,13 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, full_cfg: DictConfig | None 
     return Life(cfg, hydra_cfg, full, out, device, decided, started)
 
 
-def settle(life: Life) -> float:
+def settle(life: Life) -> float | list[float]:
     """The objective of a run kept as it is, or the error of one kept failed."""
     if life.plan.action == checkpoint.KEEP_FAILED:
         raise kept_failure(life.out, life.plan.error)
     value = math.nan if life.plan.value is None else life.plan.value
-    log.info("%s is complete already: %s %.4f; kept as it is", life.out, life.cfg.objective, value)
+    shown = objectives.show(life.cfg.objective, value)
+    log.info("%s is complete already: %s; kept as it is", life.out, shown)
     return value
 
 
@@ -233,6 +239,15 @@ def build(
     return model, optimizer, torch.Generator().manual_seed(cfg.seed)
 
 
+def schedule(
+    cfg: DictConfig, optimizer: torch.optim.Optimizer, splits: data_mod.Splits
+) -> Schedule | None:
+    """The run's learning-rate schedule over ``optimizer`` (None without a ``scheduler``);
+    build it before :func:`begin`, which restores its state from a checkpoint."""
+    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    return build_schedule(cfg.scheduler, optimizer, steps_per_epoch, epochs=cfg.epochs)
+
+
 def begin(
     life: Life,
     model: torch.nn.Module,
@@ -256,6 +271,8 @@ def begin(
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if life.schedule is not None:
+            life.schedule.scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         record.resume(state["record"])
         log.info("continuing %s after epoch %d", out, record.data["epochs_run"])
@@ -286,6 +303,7 @@ def end_epoch(
         optimizer=optimizer,
         generator=generator,
         record=record.data,
+        scheduler=life.schedule.scheduler if life.schedule is not None else None,
     )
     record.save()
     record.loggers.log_epoch({**epoch, "lr": optimizer.param_groups[0]["lr"]})
@@ -293,21 +311,23 @@ def end_epoch(
         life.report(epoch)
 
 
-def complete(life: Life, model: torch.nn.Module, final: dict[str, float]) -> float:
-    """Finish a run that trained all its epochs: model.pt, then its final record."""
+def complete(life: Life, model: torch.nn.Module, final: dict[str, float]) -> float | list[float]:
+    """Finish a run that trained all its epochs: model.pt, then its final record, with its
+    trainable parameter count (``n_params``) beside the split metrics ``final``."""
     cfg, record = life.cfg, life.record
     try:
         if cfg.save_model:
             records.write_torch(life.out / records.MODEL_FILE, model.state_dict())
     except BaseException as err:
         return stopped(life, err)
-    value = final[cfg.objective]
+    final = {**final, "n_params": count_params(model)}
+    # The training time is the `seconds` metric: a cost some searches minimise.
+    value = objectives.value({**final, "seconds": record.data["seconds"]["train"]}, cfg.objective)
     record.finish(records.COMPLETE, objective=value, final=final)
     log.info(
-        "%s  %s %.4f  test_acc %.4f  (%d epochs, %.1fs)",
+        "%s  %s  test_acc %.4f  (%d epochs, %.1fs)",
         life.out.name,
-        cfg.objective,
-        value,
+        objectives.show(cfg.objective, value),
         final["test_acc"],
         record.data["epochs_run"],
         record.data["seconds"]["total"],
@@ -385,11 +405,7 @@ class RunRecord:
             "schema_version": records.SCHEMA_VERSION,
             "status": records.RUNNING,
             "error": None,
-            "objective": {
-                "metric": cfg.objective,
-                "direction": records.direction(cfg.objective),
-                "value": None,
-            },
+            "objective": objectives.entry(cfg.objective),
             "params": params_of(cfg, override_keys(hydra_cfg.overrides.task)),
             "overrides": list(hydra_cfg.overrides.task),
             "choices": {

@@ -58,6 +58,15 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+def count_params(model: nn.Module) -> int:
+    """The number of trainable parameters.
+
+    >>> count_params(MLP(784, [100], 10))
+    79510
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def sigmoid_mse(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sigmoid on the outputs, MSE against one-hot targets, mean over all N x C elements."""
     onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)

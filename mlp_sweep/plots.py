@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from mlp_sweep.records import STUDY_PLOTS, atomic_write, direction
+from mlp_sweep.records import PARETO_PLOT, STUDY_PLOTS, atomic_write, direction
 
 if TYPE_CHECKING:
     import optuna
@@ -98,19 +99,31 @@ def plot_summary(
     _save(fig, path)
 
 
-def plot_study(study: optuna.Study, folder: Path) -> None:
+def plot_study(study: optuna.Study, folder: Path, objectives: Sequence[str] = ()) -> None:
     """Optuna's optimisation history, parameter importances, parallel coordinates and slice
-    plots, each as a PNG in ``folder``; a plot the study cannot make yet is skipped."""
+    plots, each as a PNG in ``folder``; a plot the study cannot make yet is skipped.
+
+    A study with several ``objectives`` gets those plots for the first one, and its Pareto
+    front (of two or three objectives) as a fifth figure.
+    """
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
-    makers = (
+    makers = [
         optuna_plots.plot_optimization_history,
         optuna_plots.plot_param_importances,
         optuna_plots.plot_parallel_coordinate,
         optuna_plots.plot_slice,
-    )
-    for name, make in zip(STUDY_PLOTS, makers):
+    ]
+    names = list(STUDY_PLOTS)
+    if len(study.directions) > 1:
+        makers = [
+            functools.partial(make, target=_first_value, target_name=objectives[0])
+            for make in makers
+        ]
+        makers.append(functools.partial(optuna_plots.plot_pareto_front, target_names=objectives))
+        names.append(PARETO_PLOT)
+    for name, make in zip(names, makers):
         try:
             with warnings.catch_warnings():  # experimental plots, and layout notes
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -125,6 +138,10 @@ def plot_study(study: optuna.Study, folder: Path) -> None:
         _save(figure, folder / name)
 
 
+def _first_value(trial: optuna.trial.FrozenTrial) -> float:
+    return trial.values[0]
+
+
 def _scatter(ax: plt.Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     values = pd.to_numeric(runs[param], errors="coerce")
     if values.notna().all():
@@ -137,7 +154,7 @@ def _scatter(ax: plt.Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
                 ax.set_xticks(unique, [f"{v:.4g}" for v in unique])
     else:  # categories, lists of layer widths, or a mix with None
         order = _categories(runs[param])
-        ax.scatter(runs[param].astype(str).map(order.index), runs[metric])
+        ax.scatter(runs[param].map(str).map(order.index), runs[metric])
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
         ax.set_xlim(-0.5, len(order) - 0.5)  # categories as columns, not at the edges
     ax.set_xlabel(param)
@@ -203,7 +220,7 @@ def _axis_positions(column: pd.Series, log: bool) -> tuple[np.ndarray, list[tupl
     if values.isna().any():
         order = _categories(column)
         step = 1 / max(len(order) - 1, 1)
-        positions = column.astype(str).map(order.index).to_numpy(dtype=float) * step
+        positions = column.map(str).map(order.index).to_numpy(dtype=float) * step
         return positions, [(i * step, label) for i, label in enumerate(order)]
     shown = (
         np.log10(values) if log and _log_scale(str(column.name), values) else values.astype(float)
@@ -218,7 +235,7 @@ def _axis_positions(column: pd.Series, log: bool) -> tuple[np.ndarray, list[tupl
 
 
 def _categories(column: pd.Series) -> list[str]:
-    return sorted(column.astype(str).unique())
+    return sorted(column.map(str).unique())  # astype(str) keeps NaN as NaN in pandas 3
 
 
 def _log_scale(param: str, values: pd.Series) -> bool:

@@ -39,6 +39,7 @@ STUDY_PLOTS = (
     "optuna_parallel.png",
     "optuna_slice.png",
 )
+PARETO_PLOT = "optuna_pareto.png"  # a search with several objectives: its Pareto front
 
 # Metric names, each with the direction in which it improves.
 METRICS: dict[str, str] = {
@@ -51,6 +52,9 @@ METRICS: dict[str, str] = {
 }
 # The test set is reported, never used to choose settings.
 OBJECTIVES = tuple(name for name in METRICS if not name.startswith("test_"))
+# What a run costs, also metrics: a search with several objectives trades accuracy against
+# them. ``n_params`` is in metrics.json's ``final``, ``seconds`` is its ``seconds.train``.
+COSTS: dict[str, str] = {"n_params": "minimize", "seconds": "minimize"}
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
 # Run states, as written in metrics.json["status"].
@@ -73,9 +77,10 @@ def direction(metric: str) -> str:
     'maximize'
     """
     try:
-        return METRICS[metric]
+        return {**METRICS, **COSTS}[metric]
     except KeyError:
-        raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}") from None
+        allowed = ", ".join([*METRICS, *COSTS])
+        raise ValueError(f"unknown metric {metric!r}; allowed: {allowed}") from None
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -148,8 +153,10 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     if not all(isinstance(epoch, dict) for epoch in data["history"]):
         raise ValueError(f"{path}: 'history' holds something other than epoch records")
     metric = data["objective"].get("metric")
-    if not isinstance(metric, str) or metric not in METRICS:
-        raise ValueError(f"{path}: objective metric {metric!r} is not one of {', '.join(METRICS)}")
+    names = metric if isinstance(metric, list) and metric else [metric]
+    if not all(isinstance(name, str) and name in {**METRICS, **COSTS} for name in names):
+        allowed = ", ".join([*METRICS, *COSTS])
+        raise ValueError(f"{path}: objective metric {metric!r} is not among {allowed}")
     if not isinstance(data.get("error"), (str, type(None))):
         raise ValueError(f"{path}: 'error' is not text or null")
     return data

@@ -12,7 +12,12 @@ What the loop adds:
 - pruning: jobs report their per-epoch objective to the study (:func:`trial_reporter`) and stop
   when the configured pruner says so; the sweeper then records the trial as PRUNED;
 - failures: a trial that raises or diverges is recorded as FAIL with its error; the sweep
-  goes on until more than ``max_failure_rate`` of ``n_trials`` have failed.
+  goes on until more than ``max_failure_rate`` of ``n_trials`` have failed;
+- define-by-run spaces: ``space`` names a trusted function that draws each trial's settings
+  (:mod:`mlp_sweep.spaces`), checked on throw-away trials before the first real one;
+- several objectives (``objective=[val_acc,n_params]``): one study direction per metric, and
+  the Pareto front reported instead of one best trial;
+- a wall-time budget: after ``timeout`` seconds no new trial starts.
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
 )
-from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mlp_sweep import checkpoint, job, loggers, records
+from mlp_sweep import checkpoint, job, loggers, objectives, records, spaces
 from mlp_sweep.config import check_comparable, flatten, is_alias
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
@@ -72,6 +77,21 @@ class SearchSweeperConf(OptunaSweeperConf):
     heartbeat_interval: int = 10  # seconds
     grace_period: int = 30  # seconds without a heartbeat before a running trial is stale
     max_retry: int = 3  # times a stale trial is queued again
+    space: str | None = None  # a define-by-run space: the dotted path of f(cfg, trial)
+    trusted_spaces: list[str] = field(default_factory=list)  # spaces outside mlp_sweep.* to run
+    timeout: float | None = None  # seconds; after it no new trial starts
+
+
+@dataclass
+class TPEMultivariateSamplerConf(TPESamplerConfig):
+    """TPE modelling the parameters jointly, and apart for each set of parameters that trials
+    share: what Optuna advises for a define-by-run space whose branches draw different ones.
+    It starts modelling after 5 random trials, not 10: a search on a time budget may have
+    few more."""
+
+    multivariate: bool = True
+    group: bool = True
+    n_startup_trials: int = 5
 
 
 @dataclass
@@ -105,6 +125,9 @@ class HyperbandPrunerConf:
 
 _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name="search", node=SearchSweeperConf)
+_store.store(
+    group="hydra/sweeper/sampler", name="tpe_multivariate", node=TPEMultivariateSamplerConf
+)
 for _name, _node in {
     "none": NopPrunerConf,
     "median": MedianPrunerConf,
@@ -128,6 +151,9 @@ class SearchSweeper(OptunaSweeperImpl):
         heartbeat_interval: int,
         grace_period: int,
         max_retry: int,
+        space: str | None,
+        trusted_spaces: Sequence[str],
+        timeout: float | None,
         **optuna_sweeper: Any,
     ) -> None:
         rate = optuna_sweeper["max_failure_rate"]
@@ -135,8 +161,11 @@ class SearchSweeper(OptunaSweeperImpl):
             raise ConfigError(
                 f"hydra.sweeper.max_failure_rate={rate} is invalid: must be between 0 and 1"
             )
+        self.space = spaces.load(space, optuna_sweeper.pop("custom_search_space"), trusted_spaces)
+        _check_space_sampler(self.space, sampler)
+        self.timeout = _checked_timeout(timeout)
         # The sampler is built in sweep(), once the study shows how many trials it has.
-        super().__init__(sampler=None, **optuna_sweeper)
+        super().__init__(sampler=None, custom_search_space=None, **optuna_sweeper)
         self.sampler_settings = OmegaConf.to_container(sampler)
         if seed is not None and self.sampler_settings.get("seed", "absent") is None:
             self.sampler_settings["seed"] = seed
@@ -153,7 +182,8 @@ class SearchSweeper(OptunaSweeperImpl):
     ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         loggers.check(config)  # before the first trial, not once in every trial
-        wanted = records.direction(config.objective)
+        _check_pruning(config)
+        wanted = _direction(config.objective)
         if self.direction not in (None, wanted):
             raise ConfigError(
                 f"hydra.sweeper.direction={self.direction} contradicts objective="
@@ -171,6 +201,8 @@ class SearchSweeper(OptunaSweeperImpl):
         for name in fixed:
             space.pop(name, None)
         self._check(space)
+        if self.space is not None:
+            self._check_space(space, fixed, fixed_overrides)
         storage = self._open_storage()
         self.sampler = self._sampler(storage)
         self._use_grid(space)
@@ -178,7 +210,7 @@ class SearchSweeper(OptunaSweeperImpl):
             study_name=self.study_name,
             storage=storage,
             sampler=self.sampler,
-            direction=self.direction,
+            directions=objectives.directions(self.config.objective),
             load_if_exists=True,
         )
         # The settings as a trial sees them: the config with every fixed value applied.
@@ -196,8 +228,9 @@ class SearchSweeper(OptunaSweeperImpl):
             self.n_jobs,
             self.storage,
         )
+        started = time.monotonic()
         with _Heartbeats(storage, self.heartbeat_interval) as heartbeats:
-            while (batch := self._batch_size(study)) is not None:
+            while (batch := self._next_batch(started, study)) is not None:
                 self._within_budget(study)
                 if batch == 0:  # only trials of other workers are left; wait for them
                     time.sleep(min(self.heartbeat_interval, 5))
@@ -270,6 +303,51 @@ class SearchSweeper(OptunaSweeperImpl):
                 f"{records.SUMMARY_MD}; raise hydra.sweeper.max_failure_rate to go on)"
             )
 
+    def _configure_trials(
+        self,
+        trials: list[optuna.trial.Trial],
+        search_space_distributions: dict[str, Any],
+        fixed_params: dict[str, Any],
+        fixed_overrides: list[str],
+    ) -> Sequence[Sequence[str]]:
+        """Each trial's overrides: the fixed ones, those drawn from ``hydra.sweeper.params``,
+        then those drawn by the define-by-run space, if there is one."""
+        jobs = super()._configure_trials(
+            trials, search_space_distributions, fixed_params, fixed_overrides
+        )
+        if self.space is None:
+            return jobs
+        return [
+            (*job, *spaces.to_overrides(self.space(self.config, trial)))
+            for job, trial in zip(jobs, trials)
+        ]
+
+    def _check_space(
+        self, searched: dict[str, Any], fixed: dict[str, Any], fixed_overrides: list[str]
+    ) -> None:
+        """Refuse a space that cannot run, before the first trial: each of its checking draws
+        is composed into a job config, with the fixed overrides, and validated."""
+        assert self.space is not None and self.hydra_context is not None
+        loader = self.hydra_context.config_loader
+        fixed_args = [f"{k}={v}" for k, v in fixed.items()] + fixed_overrides
+
+        def compose(overrides: list[str]) -> None:
+            job.check(loader.load_sweep_config(self.config, [*fixed_args, *overrides]))
+
+        self.space.check(self.config, fixed, searched, compose)
+
+    def _next_batch(self, started: float, study: optuna.Study) -> int | None:
+        """:meth:`_batch_size`, or None once the ``timeout`` has passed."""
+        if self.timeout is None or time.monotonic() - started < self.timeout:
+            return self._batch_size(study)
+        log.info(
+            "timeout: %g s have passed, so no new trial starts; %d of %d trials finished",
+            self.timeout,
+            _finished(study),
+            self.n_trials,
+        )
+        return None
+
     def _sampler(self, storage: Any) -> optuna.samplers.BaseSampler:
         """The configured sampler. A study that already has trials offsets its seed by their
         count, so a resumed search never replays the draws of its first session."""
@@ -326,9 +404,12 @@ class SearchSweeper(OptunaSweeperImpl):
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         sweep_dir = Path(self.sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        plot_study(study, sweep_dir)
+        plot_study(study, sweep_dir, objectives.names(self.config.objective))
         if not done:
             log.warning("study %s has no complete trial yet", study.study_name)
+            return
+        if len(study.directions) > 1:
+            self._report_pareto(study, sweep_dir)
             return
         best = study.best_trial
         OmegaConf.save(
@@ -342,6 +423,62 @@ class SearchSweeper(OptunaSweeperImpl):
             f"{best.value:.4f} ({params}), in {where}",
             flush=True,
         )
+
+    def _report_pareto(self, study: optuna.Study, sweep_dir: Path) -> None:
+        """With several objectives no trial is best: save and print the Pareto front."""
+        names = objectives.names(self.config.objective)
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        OmegaConf.save(
+            {
+                "name": "optuna",
+                "objectives": names,
+                "pareto_front": [
+                    {"trial": t.number, "values": t.values, "params": t.params} for t in front
+                ],
+            },
+            sweep_dir / "optimization_results.yaml",
+        )
+        lines = [f"Pareto front: {len(front)} of {len(study.trials)} trials, on {', '.join(names)}"]
+        for t in front:
+            where = t.user_attrs.get(RUN_DIR, sweep_dir)
+            lines.append(f"  #{t.number}: {objectives.show(names, t.values)}, in {where}")
+        print("\n".join(lines), flush=True)
+
+
+def _direction(objective: Any) -> str | list[str]:
+    """The study direction an objective needs: one, or a list for several metrics."""
+    wanted = objectives.directions(objective)
+    return wanted[0] if isinstance(objective, str) else wanted
+
+
+def _check_pruning(config: DictConfig) -> None:
+    """Optuna cannot prune a trial with several objectives: refuse a pruner with them."""
+    names = objectives.names(config.objective)
+    if len(names) > 1 and config.hydra.sweeper.pruner._target_ != NopPrunerConf._target_:
+        choice = config.hydra.runtime.choices.get("hydra/sweeper/pruner")
+        raise ConfigError(
+            f"hydra/sweeper/pruner={choice} cannot prune a search with several objectives "
+            f"(objective=[{','.join(names)}]): Optuna cannot prune those; set "
+            "hydra/sweeper/pruner=none"
+        )
+
+
+def _check_space_sampler(space: spaces.Space | None, sampler: DictConfig) -> None:
+    if space is not None and sampler.get("_target_") == "optuna.samplers.GridSampler":
+        raise ConfigError(
+            f"hydra/sweeper/sampler=grid needs the whole search space up front, so it cannot "
+            f"run the define-by-run hydra.sweeper.space={space.path!r}; choose another sampler, "
+            "e.g. hydra/sweeper/sampler=tpe or random"
+        )
+
+
+def _checked_timeout(timeout: float | None) -> float | None:
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(
+            f"hydra.sweeper.timeout={timeout} is invalid: must be a number of seconds > 0, "
+            "or null for no limit"
+        )
+    return timeout
 
 
 # The study's user attribute holding the settings it was started with.
@@ -406,7 +543,7 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> Non
     err = failure(ret)  # a bug, a divergence, bad parameters
     if err is None:
         try:
-            value = float(ret.return_value)
+            values = _values(ret.return_value)
         except (TypeError, ValueError) as not_a_number:
             err = not_a_number
     if err is not None:
@@ -419,11 +556,18 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> Non
         study.tell(trial, state=TrialState.PRUNED)
         log.info("trial %d pruned after epoch %d", trial.number, pruned_at)
         return
-    if not math.isfinite(value):
-        trial.set_user_attr(ERROR, f"the objective is {value}")
+    if not all(map(math.isfinite, values)):
+        trial.set_user_attr(ERROR, f"the objective is {ret.return_value}")
         study.tell(trial, state=TrialState.FAIL)
         return
-    study.tell(trial, value)
+    study.tell(trial, values)
+
+
+def _values(returned: Any) -> list[float]:
+    """A job's objective as the list of numbers ``study.tell`` takes, also for one metric."""
+    if isinstance(returned, (list, tuple)):
+        return [float(v) for v in returned]
+    return [float(returned)]
 
 
 def _stale(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int) -> None:

@@ -28,6 +28,7 @@ from torch import nn
 
 from mlp_sweep.data import Split
 from mlp_sweep.model import MLP
+from mlp_sweep.schedule import Schedule
 from mlp_sweep.train import EVAL_BATCH
 
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
@@ -104,10 +105,13 @@ class Stack:
         data: Split,
         batch_size: int,
         generators: list[torch.Generator],
+        schedules: list[Schedule | None] | None = None,
     ) -> tuple[list[float], list[float]]:
         """One pass over ``data``, each member in its own random order drawn from its own
-        generator as :func:`mlp_sweep.train.train_epoch` draws it; each member's mean batch
-        loss and accuracy. Nothing waits for the device inside the epoch."""
+        generator as :func:`mlp_sweep.train.train_epoch` draws it, and its learning-rate
+        schedule stepped after each batch if it steps so; each member's mean batch loss and
+        accuracy. Nothing waits for the device inside the epoch."""
+        schedules = schedules or [None] * len(optimizers)
         n = len(data)
         device = data.x.device
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(
@@ -124,8 +128,10 @@ class Stack:
             losses = member_losses(loss_name, logits, y)
             grads = torch.autograd.grad(losses.sum(), leaves)
             self._set_grads(grads)
-            for optimizer in optimizers:
+            for optimizer, schedule in zip(optimizers, schedules):
                 optimizer.step()
+                if schedule is not None:
+                    schedule.after_batch()
             loss_sum += losses.detach() * idx.shape[1]
             hits += (logits.detach().argmax(2) == y).sum(1)
         return _means(loss_sum, hits, n)

@@ -65,6 +65,8 @@ def trial_reporter(
     )
     trial = optuna.trial.Trial(study, trial_id)
     trial.set_user_attr(RUN_DIR, str(run_dir))
+    if not isinstance(objective, str):  # several objectives: Optuna cannot prune those
+        return None
 
     def report(epoch: dict[str, float]) -> None:
         value = epoch[objective]

@@ -54,8 +54,9 @@ class GridSweeper(BasicSweeper):
         configs = [loader.load_sweep_config(self.config, j) for j in jobs]
         for cfg in configs:
             job.check(cfg)
-        for objective in {c.objective for c in configs}:
-            check_comparable(objective, {c.model.name for c in configs})
+        variants = {c.model.name for c in configs}
+        for cfg in configs:
+            check_comparable(cfg.objective, variants)
         settled = {}  # jobs whose folders hold their run finished: kept, not launched
         for num, cfg in enumerate(configs):  # numbered as the launcher numbers them
             folder = _job_dir(cfg, num)

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from mlp_sweep.data import Split, Splits
 from mlp_sweep.errors import RunFailed
 from mlp_sweep.model import LossFn
+
+if TYPE_CHECKING:
+    from mlp_sweep.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ def train_epoch(
     data: Split,
     batch_size: int,
     generator: torch.Generator,
+    schedule: Schedule | None = None,
 ) -> tuple[float, float]:
     """One pass over ``data`` in a random order; return the mean batch loss and accuracy."""
     model.train()
@@ -57,6 +62,8 @@ def train_epoch(
         loss = loss_fn(logits, y)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.after_batch()
         loss_sum += loss.detach() * len(idx)
         hits += (logits.detach().argmax(1) == y).sum()
     return loss_sum.item() / n, hits.item() / n
@@ -91,13 +98,16 @@ def fit(
     first_epoch: int = 1,
     on_epoch: EpochHook | None = None,
     progress: bool = True,
+    schedule: Schedule | None = None,
 ) -> None:
     """Train from ``first_epoch`` to ``epochs``, calling ``on_epoch`` with each epoch's record.
 
-    ``on_epoch`` may raise to stop early (pruning). Raises :class:`Diverged` once the
-    training loss is NaN or infinite; ``on_epoch`` never sees that epoch, so nothing
-    checkpoints a diverged model. ``progress=False`` shows no bar, and leaves the console's log
-    handlers as they are (a sweep's jobs log their epochs to their log files only).
+    ``schedule`` steps after each batch or each epoch, before ``on_epoch`` sees (and
+    checkpoints) the epoch. ``on_epoch`` may raise to stop early (pruning). Raises
+    :class:`Diverged` once the training loss is NaN or infinite; ``on_epoch`` never sees that
+    epoch, so nothing checkpoints a diverged model. ``progress=False`` shows no bar, and leaves
+    the console's log handlers as they are (a sweep's jobs log their epochs to their log files
+    only).
     """
     bar = tqdm(
         range(first_epoch, epochs + 1),
@@ -113,9 +123,11 @@ def fit(
         for epoch in bar:
             tic = time.perf_counter()
             train_loss, train_acc = train_epoch(
-                model, loss_fn, optimizer, data.train, batch_size, generator
+                model, loss_fn, optimizer, data.train, batch_size, generator, schedule
             )
             val_loss, val_acc = evaluate(model, loss_fn, data.val)
+            if schedule is not None:
+                schedule.after_epoch()
             record = epoch_record(
                 epoch, epochs, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - tic
             )

@@ -47,7 +47,9 @@ def test_lecture_experiments_pin_the_notebook_setup(experiment, variant):
         "lr": 0.1,
         "momentum": 0.0,
         "weight_decay": 0.0,
+        "nesterov": False,
     }
+    assert cfg.scheduler is None  # the learning rate stays 0.1 throughout, as in the lecture
 
 
 def test_command_line_values_override_an_experiment():

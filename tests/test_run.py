@@ -23,7 +23,7 @@ def test_a_run_writes_metrics_history_curves_and_model(run_app, tmp_path):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "complete" and m["error"] is None
     assert m["epochs_run"] == 2 and len(m["history"]) == 2
-    assert set(m["final"]) == set(METRICS)
+    assert set(m["final"]) == {*METRICS, "n_params"}
     assert m["objective"] == {
         "metric": "val_acc",
         "direction": "maximize",
@@ -69,7 +69,7 @@ def test_several_hidden_layers_train(run_app, tmp_path):
     [
         (["model=foo"], "model=foo is invalid: allowed: sigmoid_mse, softmax_ce"),
         (["data=imagenet"], "data=imagenet is invalid: allowed: fashion_mnist, mnist, mnist_5k"),
-        (["optimizer=rmsprop"], "optimizer=rmsprop is invalid: allowed: adam, sgd"),
+        (["optimizer=rmsprop"], "optimizer=rmsprop is invalid: allowed: adam, adamw, sgd"),
         (["hiden=100"], "Key 'hiden' not in 'Config'. Did you mean: 'hidden'?"),
         (["batch_size=big"], "batch_size=big"),
         (["hidden=-5"], "hidden=-5 is invalid"),
