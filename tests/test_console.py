@@ -45,7 +45,7 @@ def test_console_epochs_brings_a_sweeps_epoch_lines_back(run_app):
 def test_a_failed_job_is_one_line_with_its_error(run_script):
     result = run_script("-m", "lr=1e38,0.1", "epochs=2")
     (line,) = [line for line in result.out.splitlines() if line.startswith("job 0")]
-    assert "lr=1e+38" in line and "failed: Diverged: training loss became nan" in line
+    assert "lr=1e+38" in line and "failed: training diverged: the loss became nan" in line
 
 
 def test_a_bad_console_value_is_one_line(run_app):

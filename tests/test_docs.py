@@ -47,10 +47,23 @@ def shorter(words: list[str]) -> list[str]:
     return args
 
 
+def shown_files() -> dict[str, str]:
+    """The Python files the pages show, named by their first line (``# my_spaces.py, ...``)."""
+    found = {}
+    for page in DOCS:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S):
+            name = re.match(r"# (\w+\.py)\b", block)
+            if name:
+                found[name.group(1)] = block
+    return found
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A folder holding the sweeps the pages call A and B."""
+    """A folder holding the sweeps the pages call A and B, and the files they show."""
     root = tmp_path_factory.mktemp("docs")
+    for name, text in shown_files().items():
+        (root / name).write_text(text)
     for name, lr in (("A", 0.1), ("B", 0.5)):
         args = [
             "-m",
@@ -72,7 +85,7 @@ def test_the_pages_show_commands():
 
 
 @pytest.mark.parametrize(("where", "words"), COMMANDS, ids=[w for w, _ in COMMANDS])
-def test_a_command_the_pages_show_runs(workdir, where, words):
+def test_a_command_the_pages_show_runs(workdir, monkeypatch, where, words):
     text = " ".join(words)
     if any(part in text for part in ELSEWHERE):
         pytest.skip("needs a Slurm cluster, Ray, a PostgreSQL or an MLflow server")
@@ -86,5 +99,6 @@ def test_a_command_the_pages_show_runs(workdir, where, words):
         finally:
             os.chdir(cwd)
         return
+    monkeypatch.syspath_prepend(str(workdir))  # the files shown, importable as the pages say
     result = run_in_process(*shorter(words), cwd=workdir)
     assert result.code == 0, f"{where}\n{result.err}"
