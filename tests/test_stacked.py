@@ -147,3 +147,17 @@ def test_a_bad_max_members_fails_with_one_line(run_app):
     assert result.code == 2
     (line,) = result.err.strip().splitlines()
     assert "hydra.launcher.max_members=0 is invalid" in line
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_stacked_members_follow_their_schedules_as_solo_runs_do(run_app, tmp_path, scheduler):
+    grid = ["-m", "hidden=20,40", "lr=0.05,0.5", f"scheduler={scheduler}", "epochs=3"]
+    for launcher, folder in (("hydra/launcher=basic", "solo"), (STACKED, "stacked")):
+        result = run_app(*grid, launcher, f"hydra.sweep.dir={folder}")
+        assert result.code == 0, result.err
+    for a, b in zip(runs(tmp_path / "solo", 4), runs(tmp_path / "stacked", 4)):
+        for epoch_a, epoch_b in zip(a["history"], b["history"]):  # the schedule, epoch by epoch
+            assert (
+                abs(epoch_a["train_loss"] - epoch_b["train_loss"]) <= 1e-4 * epoch_a["train_loss"]
+            )
+        assert abs(a["final"]["val_acc"] - b["final"]["val_acc"]) <= 0.005
