@@ -4,6 +4,7 @@ written, but for fewer epochs and trials, so that none of them goes stale."""
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,5 +101,7 @@ def test_a_command_the_pages_show_runs(workdir, monkeypatch, where, words):
             os.chdir(cwd)
         return
     monkeypatch.syspath_prepend(str(workdir))  # the files shown, importable as the pages say
+    for name in shown_files():  # never a module of the same name that another test imported
+        monkeypatch.delitem(sys.modules, name.removesuffix(".py"), raising=False)
     result = run_in_process(*shorter(words), cwd=workdir)
     assert result.code == 0, f"{where}\n{result.err}"

@@ -1,6 +1,7 @@
 """Define-by-run search spaces: the shipped `wide` space and a user's own, run in-process."""
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def user_module(tmp_path, monkeypatch):
     """my_spaces.py in the run's folder, importable as a user's module is from theirs."""
     (tmp_path / "my_spaces.py").write_text(textwrap.dedent(USER_SPACE))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_spaces", raising=False)  # another test's, imported
     return "my_spaces"
 
 
