@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from mlp_sweep import collect, records
+from mlp_sweep import collect, objectives, records
 from mlp_sweep.errors import one_line
 
 POLL_SECONDS = 1.0  # how often the sweep folder is looked at when jobs run in other processes
@@ -87,6 +87,12 @@ class SweepWatch:
         self.metric = config.get("objective") or "val_acc"
         self.maximize = records.direction(self.metric) == "maximize"
         total, self.swept = planned(config)
+        # Keys every job shares from the command line, which a job's line need not repeat.
+        self.fixed = [
+            o.get_key_element()
+            for o in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+            if not o.is_sweep_override()
+        ]
         self.lock = threading.Lock()
         # Runs finished before this session started (a resumed sweep) are not reported
         # again unless they finish again (a failed job that runs anew).
@@ -138,7 +144,7 @@ class SweepWatch:
             self.seen[run_dir] = data.get("finished_at")
             new.add(run_dir)
             self._update_best(run_dir, data)
-            self._line(job_line(run_dir, data, self.swept))
+            self._line(job_line(run_dir, data, self.swept, self.fixed))
             self.bar.update(1)
         if new:
             self._show_best()
@@ -180,8 +186,12 @@ class SweepWatch:
             self._line(f"warning: the summary could not be rewritten: {one_line(err)}")
 
 
-def job_line(run_dir: Path, data: dict[str, Any], swept: Sequence[str] = ()) -> str:
-    """One finished run in one line: number, swept values, objective, status, seconds.
+def job_line(
+    run_dir: Path, data: dict[str, Any], swept: Sequence[str] = (), fixed: Sequence[str] = ()
+) -> str:
+    """One finished run in one line: number, swept values (or, where a search's space says
+    what it drew only in each job's overrides, those not ``fixed`` for every job), objective,
+    status, seconds.
 
     >>> job_line(Path("3"), {"overrides": ["hidden=40", "epochs=2"], "status": "complete",
     ...     "objective": {"metric": "val_acc", "value": 0.8125}, "seconds": {"total": 1.23}},
@@ -190,13 +200,13 @@ def job_line(run_dir: Path, data: dict[str, Any], swept: Sequence[str] = ()) -> 
     """
     overrides = dict(o.split("=", 1) for o in data.get("overrides", []) if "=" in o)
     overrides.pop("trial", None)
-    keys = [k for k in swept if k in overrides] or list(overrides)
+    keys = [k for k in swept if k in overrides] or [k for k in overrides if k not in fixed]
     values = " ".join(f"{k}={_short(overrides[k])}" for k in keys)
     trial = data.get("trial")
     name = f"trial {trial['number']}" if trial else f"job {run_dir.name}"
     objective = data.get("objective") or {}
     value = objective.get("value")
-    shown = f"{objective.get('metric')} {value:.4f}" if value is not None else ""
+    shown = objectives.show(objective.get("metric"), value) if value is not None else ""
     seconds = (data.get("seconds") or {}).get("total") or 0.0
     status = data["status"]
     if status == records.FAILED and data.get("error"):
