@@ -64,9 +64,14 @@ def show(objective: Any, result: Any) -> str:
     >>> show(["val_acc", "n_params"], [0.91234, 79510])
     'val_acc 0.9123, n_params 79510'
     """
-    results = [result] if isinstance(objective, str) else list(result)
+    many = not isinstance(objective, str) and isinstance(result, (list, tuple))
+    results = list(result) if many else [result] * len(names(objective))
     shown = [
-        f"{name} {v:.4f}" if name in records.METRICS else f"{name} {v:.6g}"
+        f"{name} {v}"
+        if not isinstance(v, (int, float))  # null: a metric that was not finite
+        else f"{name} {v:.4f}"
+        if name in records.METRICS
+        else f"{name} {v:.6g}"
         for name, v in zip(names(objective), results)
     ]
     return ", ".join(shown)
