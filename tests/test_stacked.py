@@ -8,6 +8,7 @@ import optuna
 import pytest
 import torch
 from test_faults import start, wait_for_epoch
+from test_search import STRONG_THEN_WEAK
 
 from mlp_sweep.model import MLP
 
@@ -112,15 +113,9 @@ def test_ctrl_c_marks_every_running_member_interrupted(tmp_path):
 
 def test_a_search_trains_its_trials_stacked_and_prunes_a_member(run_app, tmp_path):
     result = run_app(
-        "hparams_search=optuna_pruned",
+        *STRONG_THEN_WEAK,
         STACKED,
         "hydra.launcher.max_members=1",  # one trial a batch: the second sees the first's epochs
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.pruner.n_startup_trials=1",
-        "hydra.sweeper.pruner.n_warmup_steps=0",
-        "hydra.sweeper.enqueue=["
-        "{lr: 0.5, model: softmax_ce, hidden: 100, init_std: 0.1, batch_size: 32},"
-        "{lr: 0.001, model: sigmoid_mse, hidden: 25, init_std: 0.1, batch_size: 256}]",
         "epochs=4",
     )
     assert result.code == 0, result.err
