@@ -19,6 +19,7 @@ import logging
 import math
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from mlp_sweep import collect, objectives, records
 from mlp_sweep.errors import one_line
 
+LIVE_SUMMARY_SECONDS = 5.0  # the live summary is rewritten at most this often
 POLL_SECONDS = 1.0  # how often the sweep folder is looked at when jobs run in other processes
 _FINAL = {records.COMPLETE, records.FAILED, records.PRUNED, records.INTERRUPTED}
 
@@ -94,6 +96,7 @@ class SweepWatch:
             if not o.is_sweep_override()
         ]
         self.lock = threading.Lock()
+        self._written = -math.inf  # when the live summary was last rewritten
         # Runs finished before this session started (a resumed sweep) are not reported
         # again unless they finish again (a failed job that runs anew).
         self.seen: dict[Path, Any] = {}
@@ -112,13 +115,22 @@ class SweepWatch:
             self._thread.start()
 
     def job_ended(self, run_dir: Path, error: BaseException | None) -> None:
-        """A job of this process ended: report it, or any job found finished."""
+        """A job of this process ended: report it from its own metrics.json (reading only
+        that one keeps a long sweep's console cheap), or from its error if it wrote none."""
+        run_dir = run_dir.resolve()
         with self.lock:
-            found = self._report_new()
-            if run_dir.resolve() not in found and error is not None:
+            try:
+                data = records.read_metrics(run_dir)
+            except ValueError:
+                data = None
+            if data is not None and data["status"] in _FINAL:
+                if self.seen.get(run_dir, object()) != data.get("finished_at"):
+                    self._report(run_dir, data)
+            elif error is not None:
                 self._line(f"job {run_dir.name}  failed: {one_line(error)}")
                 self.bar.update(1)
-                self._write_summary()
+            self._show_best()
+            self._write_summary()
 
     def close(self) -> None:
         """Report what finished since the last look, and take the bar down."""
@@ -141,15 +153,18 @@ class SweepWatch:
         for run_dir, data in self._finished_runs():
             if self.seen.get(run_dir, object()) == data.get("finished_at"):
                 continue
-            self.seen[run_dir] = data.get("finished_at")
             new.add(run_dir)
-            self._update_best(run_dir, data)
-            self._line(job_line(run_dir, data, self.swept, self.fixed))
-            self.bar.update(1)
+            self._report(run_dir, data)
         if new:
             self._show_best()
             self._write_summary()
         return new
+
+    def _report(self, run_dir: Path, data: dict[str, Any]) -> None:
+        self.seen[run_dir] = data.get("finished_at")
+        self._update_best(run_dir, data)
+        self._line(job_line(run_dir, data, self.swept, self.fixed))
+        self.bar.update(1)
 
     def _finished_runs(self) -> list[tuple[Path, dict[str, Any]]]:
         found = []
@@ -179,7 +194,13 @@ class SweepWatch:
 
     def _write_summary(self) -> None:
         # Jobs still running are in it too; the png waits for the end of the sweep, as
-        # drawing it costs more than the tables.
+        # drawing it costs more than the tables. Collecting reads every run so far, so in a
+        # sweep of many short jobs it is done at most every LIVE_SUMMARY_SECONDS; the end of
+        # the sweep writes it whole.
+        now = time.monotonic()
+        if now - self._written < LIVE_SUMMARY_SECONDS:
+            return
+        self._written = now
         try:
             collect.write_summary(self.sweep_dir, self.metric, plot=False)
         except (OSError, ValueError) as err:
