@@ -1,7 +1,8 @@
 """Sweep overhead: what a grid of short runs costs beyond the training itself.
 
-Runs ``python run.py -m hidden=... epochs=E`` (Hydra's basic launcher: one process, jobs one
-after another) in a temporary folder, for a small and a large grid, and prints for each the
+Runs ``python run.py -m hidden=... epochs=E`` (by default under Hydra's basic launcher: one
+process, jobs one after another; ``--launcher stacked`` trains them together) in a temporary
+folder, for a small and a large grid, and prints for each the
 total wall time, the sum of the runs' own training time (``seconds.train`` in each
 metrics.json) and the overhead per job: everything else (start-up, data loading, config
 composition, logging, files, figures, the collected summary) over the number of jobs. The
@@ -9,6 +10,7 @@ two grids together split the overhead into a fixed part, paid once per sweep, an
 paid by every job.
 
     python bench/sweep_overhead.py --jobs 5 20 --epochs 1 --repeats 3
+    python bench/sweep_overhead.py --jobs 5 20 --epochs 1 --repeats 3 --launcher stacked
 """
 
 from __future__ import annotations
@@ -48,13 +50,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs=2, default=[5, 20], metavar=("SMALL", "LARGE"))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="keep the fastest of these")
+    parser.add_argument("--launcher", default="basic", choices=["basic", "stacked"])
     args = parser.parse_args()
+    launcher = f"hydra/launcher={args.launcher}"
     run_grid(2, 1)  # once, so that both grids find the data set in the cache
     overhead = {}
-    print(f"grids of runs of {args.epochs} epoch(s) on mnist_5k, one process")
+    print(f"grids of runs of {args.epochs} epoch(s) on mnist_5k, one process, {launcher}")
     print(f"{'jobs':>5} {'wall s':>8} {'train s':>8} {'overhead s':>11} {'per job s':>10}")
     for jobs in args.jobs:
-        wall, runs = run_grid(jobs, args.epochs, repeats=args.repeats)
+        wall, runs = run_grid(jobs, args.epochs, launcher, repeats=args.repeats)
         train = sum(r["seconds"]["train"] for r in runs)
         overhead[jobs] = wall - train
         print(

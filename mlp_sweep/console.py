@@ -86,8 +86,10 @@ class SweepWatch:
 
     def __init__(self, sweep_dir: Path, config: DictConfig) -> None:
         self.sweep_dir = sweep_dir.resolve()  # jobs name their folders by absolute paths
-        self.metric = config.get("objective") or "val_acc"
-        self.maximize = records.direction(self.metric) == "maximize"
+        metrics = objectives.names(config.get("objective") or "val_acc")
+        # With several objectives no run is best: the summary marks the Pareto front.
+        self.objective = metrics if len(metrics) > 1 else metrics[0]
+        self.maximize = records.direction(metrics[0]) == "maximize"
         total, self.swept = planned(config)
         # Keys every job shares from the command line, which a job's line need not repeat.
         self.fixed = [
@@ -179,7 +181,9 @@ class SweepWatch:
 
     def _update_best(self, run_dir: Path, data: dict[str, Any]) -> None:
         value = (data.get("objective") or {}).get("value")
-        if data["status"] != records.COMPLETE or value is None or not math.isfinite(value):
+        if data["status"] != records.COMPLETE or not isinstance(value, (int, float)):
+            return
+        if not math.isfinite(value):
             return
         if self.best is None or (value > self.best[0]) == self.maximize:
             self.best = (value, run_dir.name)
@@ -187,7 +191,7 @@ class SweepWatch:
     def _show_best(self) -> None:
         if self.best is not None:
             value, run = self.best
-            self.bar.set_postfix_str(f"best {self.metric} {value:.4f} (job {run})")
+            self.bar.set_postfix_str(f"best {self.objective} {value:.4f} (job {run})")
 
     def _line(self, text: str) -> None:
         self.bar.write(text, file=sys.stdout)
@@ -202,7 +206,7 @@ class SweepWatch:
             return
         self._written = now
         try:
-            collect.write_summary(self.sweep_dir, self.metric, plot=False)
+            collect.write_summary(self.sweep_dir, self.objective, plot=False)
         except (OSError, ValueError) as err:
             self._line(f"warning: the summary could not be rewritten: {one_line(err)}")
 

@@ -3,7 +3,7 @@ groups inside this process (registered through the ``hydra.plugins`` entry point
 
 The launcher composes each job as Hydra's basic launcher does (its number, its folder, its
 Hydra config), prepares it with :func:`mlp_sweep.job.prepare`, groups the jobs that can share
-one pass (:func:`mlp_sweep.group.group_key`), at most ``max_members`` to a group, and hands
+one pass (:func:`mlp_sweep.group.partition`), at most ``max_members`` to a group, and hands
 each group to :func:`mlp_sweep.group.run_group`. It returns one JobReturn per job, in order.
 """
 
@@ -36,6 +36,8 @@ _LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 class StackedLauncherConf:
     _target_: str = "mlp_sweep.stacked_launcher.StackedLauncher"
     max_members: int = 16  # jobs trained in one stack at most
+    # A group's padded weights (every member as wide as its widest) at most this x its own.
+    max_padding: float = 1.5
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf)
@@ -44,13 +46,21 @@ ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=Stacke
 class StackedLauncher(Launcher):
     """Train the jobs of each launch in stacked groups, in this process, on every core."""
 
-    def __init__(self, max_members: int) -> None:
+    def __init__(self, max_members: int, max_padding: float = 1.5) -> None:
         if not isinstance(max_members, int) or max_members < 1:
             raise ConfigError(
                 f"hydra.launcher.max_members={max_members!r} is invalid: must be a whole "
                 "number of at least 1"
             )
+        if isinstance(max_padding, bool) or not (
+            isinstance(max_padding, (int, float)) and max_padding >= 1
+        ):
+            raise ConfigError(
+                f"hydra.launcher.max_padding={max_padding!r} is invalid: must be a number of "
+                "at least 1 (1: only members of the same widths share a pass)"
+            )
         self.max_members = max_members
+        self.max_padding = float(max_padding)
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -86,7 +96,8 @@ class StackedLauncher(Launcher):
             except Exception as err:
                 outcomes[i] = err
         try:
-            for members in self._groups(lives):
+            cfgs = {i: life.cfg for i, life in lives.items()}
+            for members in group.partition(cfgs, self.max_members, self.max_padding):
                 first = lives[members[0]]
                 threads = job_threads(first.cfg.threads, first.hydra_cfg.launcher)
                 if threads:
@@ -95,28 +106,18 @@ class StackedLauncher(Launcher):
                 fmt = OmegaConf.select(
                     first.full_cfg, "hydra.job_logging.formatters.simple.format", default=None
                 )
-                results = group.run_group([lives[i] for i in members], fmt or _LOG_FORMAT)
-                outcomes.update(zip(members, results))
-                for i in members:
-                    self._ended(jobs[i], outcomes[i])
+
+                def ended(k: int, outcome: group.Outcome, members: list[int] = members) -> None:
+                    outcomes[members[k]] = outcome
+                    self._ended(jobs[members[k]], outcome)  # the console, the live summary
+
+                group.run_group([lives[i] for i in members], fmt or _LOG_FORMAT, ended)
         finally:
             self._hydra_logging()
         for i, (config, ret) in enumerate(jobs):
             if i not in lives:
                 self._ended((config, ret), outcomes[i])
         return [ret for _, ret in jobs]
-
-    def _groups(self, lives: dict[int, job.Life]) -> list[list[int]]:
-        """Job indices grouped by what they must share, in job order, ``max_members`` at
-        most to a group."""
-        by_key: dict[tuple, list[int]] = {}
-        for i, life in lives.items():
-            by_key.setdefault(group.group_key(life.cfg), []).append(i)
-        return [
-            nums[start : start + self.max_members]
-            for nums in by_key.values()
-            for start in range(0, len(nums), self.max_members)
-        ]
 
     def _compose(self, num: int, overrides: Sequence[str]) -> tuple[DictConfig, JobReturn]:
         """A job's config as Hydra's basic launcher and ``run_job`` make it: numbered, its

@@ -105,3 +105,13 @@ def test_a_broken_config_file_is_one_line_naming_file_and_line(run_app, tmp_path
     assert result.code == 2
     (line,) = result.err.strip().splitlines()
     assert line.startswith(f"error: {tmp_path}/extra/") and says in line
+
+
+def test_a_sweep_with_several_objectives_shows_its_jobs(run_script):
+    result = run_script("-m", "hidden=8,16", "objective=[val_acc,n_params]", "epochs=1")
+    assert result.code == 0, result.err
+    assert "on_multirun_start raised" not in result.err
+    assert [line[:5] for line in result.out.splitlines() if line.startswith("job ")] == [
+        "job 0",
+        "job 1",
+    ]

@@ -53,9 +53,11 @@ def values(history: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def interrupted_grid(tmp_path_factory) -> Path:
-    """A 3-job grid stopped with SIGINT (Ctrl-C) while its second job trained."""
+    """A 3-job grid, one job at a time, stopped with SIGINT (Ctrl-C) while its second job
+    trained. (test_stacked.py stops a stacked one.)"""
     root = tmp_path_factory.mktemp("interrupted")
-    proc = start("-m", "hidden=[20],[1500],[30]", "epochs=10", "hydra.sweep.dir=grid", cwd=root)
+    grid = ["-m", "hidden=[20],[1500],[30]", "epochs=10", "hydra/launcher=basic"]
+    proc = start(*grid, "hydra.sweep.dir=grid", cwd=root)
     wait_for_epoch(root / "grid" / "1" / "metrics.json", 2, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -29,7 +29,7 @@ def side_by_side(tmp_path_factory) -> Path:
     from conftest import run_in_process
 
     root = tmp_path_factory.mktemp("side_by_side")
-    grid = ["-m", "hidden=20,50", "optimizer=sgd,adam", "lr=0.05", "epochs=3"]
+    grid = ["-m", "hidden=40,50", "optimizer=sgd,adam", "lr=0.05", "epochs=3"]
     for launcher, folder in (("hydra/launcher=basic", "solo"), (STACKED, "stacked")):
         result = run_in_process(*grid, launcher, f"hydra.sweep.dir={folder}", cwd=root)
         assert result.code == 0, result.err
@@ -63,11 +63,11 @@ def test_metrics_say_a_member_ran_stacked_and_with_whom(side_by_side):
 
 
 def test_a_member_model_loads_into_mlp_and_holds_only_its_own_weights(side_by_side):
-    folder = side_by_side / "stacked" / "0"  # hidden=20, stacked beside hidden=50
+    folder = side_by_side / "stacked" / "0"  # hidden=40, stacked beside hidden=50
     state = torch.load(folder / "model.pt", weights_only=True)
-    model = MLP(784, 20, 10)
+    model = MLP(784, 40, 10)
     model.load_state_dict(state)
-    assert state["layers.0.weight"].untyped_storage().nbytes() == 20 * 784 * 4
+    assert state["layers.0.weight"].untyped_storage().nbytes() == 40 * 784 * 4
 
 
 def test_a_diverging_member_fails_alone(run_app, tmp_path):
@@ -137,11 +137,43 @@ def test_a_search_asks_for_a_batch_of_trials_and_trains_them_together(run_app, t
         assert record["status"] == "complete" and str(folder / str(i)) in record["stacked"]["group"]
 
 
+def test_a_member_checkpoint_holds_its_own_optimizer_state_as_a_solo_run(side_by_side):
+    # Job 1 is hidden=40 with Adam, stepped by one Adam over the group's Adam members.
+    solo, stacked = (
+        torch.load(side_by_side / f / "1" / "checkpoint.pt", weights_only=False)["optimizer"]
+        for f in ("solo", "stacked")
+    )
+    assert solo["param_groups"] == stacked["param_groups"]
+    assert solo["state"].keys() == stacked["state"].keys() == {0, 1, 2, 3}
+    for a, b in zip(solo["state"].values(), stacked["state"].values()):
+        assert a["step"] == b["step"]
+        assert torch.allclose(a["exp_avg_sq"], b["exp_avg_sq"], rtol=1e-3, atol=1e-9)
+
+
 def test_a_bad_max_members_fails_with_one_line(run_app):
     result = run_app("-m", "hidden=20", STACKED, "hydra.launcher.max_members=0")
     assert result.code == 2
     (line,) = result.err.strip().splitlines()
     assert "hydra.launcher.max_members=0 is invalid" in line
+
+
+def test_widths_too_far_apart_train_in_groups_of_their_own(run_app, tmp_path):
+    # hidden=20 padded to 200 would hold 8.3x its own weights; 1.5x is allowed by default.
+    result = run_app("-m", "hidden=20,25,200", "epochs=1", STACKED, "hydra.sweep.dir=s")
+    assert result.code == 0, result.err
+    groups = [r["stacked"]["members"] for r in runs(tmp_path / "s", 3)]
+    assert groups == [2, 2, 1]
+    result = run_app("-m", "hidden=20,25,200", "epochs=1", STACKED, "hydra.sweep.dir=t",
+                     "hydra.launcher.max_padding=10")  # fmt: skip
+    assert [r["stacked"]["members"] for r in runs(tmp_path / "t", 3)] == [3, 3, 3]
+
+
+@pytest.mark.parametrize("value", ["0.5", "abc"])
+def test_a_bad_max_padding_fails_with_one_line(run_app, value):
+    result = run_app("-m", "hidden=20", STACKED, f"hydra.launcher.max_padding={value}")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert "hydra.launcher.max_padding=" in line
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
