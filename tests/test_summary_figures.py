@@ -3,7 +3,11 @@
 import struct
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from mlp_sweep import cli
+from mlp_sweep.plots import plot_curves
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -27,3 +31,16 @@ def test_three_swept_parameters_add_a_parallel_coordinates_row(run_app, tmp_path
     two = png_size(tmp_path / "outputs/two/summary.png")
     three = png_size(tmp_path / "outputs/three/summary.png")
     assert two[1] == 2 * 380 and three[1] == 3 * 380  # curves, parameters (, parallel)
+
+
+def test_a_runs_curves_do_not_depend_on_the_runs_drawn_before_it(tmp_path):
+    # One figure is redrawn for every run of a process: nothing of one run may stay in it.
+    epochs = np.arange(1.0, 11.0)
+    full = pd.DataFrame({"epoch": epochs, "train_loss": 2 / epochs, "val_loss": 2.2 / epochs,
+                         "train_acc": 1 - 1 / epochs, "val_acc": 0.9 - 1 / epochs})  # fmt: skip
+    short = pd.DataFrame({"epoch": [1.0], "train_loss": [0.5], "val_loss": [np.nan],
+                          "train_acc": [0.8], "val_acc": [np.nan]})  # fmt: skip
+    for name, history in (("full1", full), ("short1", short), ("full2", full), ("short2", short)):
+        plot_curves(history, tmp_path / f"{name}.png", name[:-1])
+    png = {path.stem: path.read_bytes() for path in tmp_path.glob("*.png")}
+    assert png["full1"] == png["full2"] != png["short1"] == png["short2"]
