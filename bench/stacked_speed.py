@@ -11,7 +11,7 @@ timed in-process and its GFLOP/s compared with a float32 matmul of the same size
     python bench/stacked_speed.py --grids many --epochs 1 --launchers basic stacked --repeats 1
     python bench/stacked_speed.py --grids full --epochs 5 --root ../shared/data \
         --launchers basic stacked --repeats 1            # 8 jobs on full MNIST
-    python bench/stacked_speed.py --grids optuna --launchers basic stacked --repeats 1
+    python bench/stacked_speed.py --grids optuna optuna_lr --launchers basic stacked --repeats 1
     python bench/stacked_speed.py --grids --loop 1 2 4 8 16 32 64 --device cuda \
         --data mnist --root ../shared/data --epochs 2    # the loop alone, on a GPU
 """
@@ -40,6 +40,14 @@ GRIDS = {
     "many": ["hidden=range(10,330,10)", "lr=0.01,0.05,0.1,0.5,1,2,3,4"],
     "full": ["data=mnist", "hidden=50,100", "lr=0.05,0.1,0.5,1.0"],  # needs --root
     "optuna": ["hparams_search=optuna", "hydra.sweeper.n_trials=32"],  # a search, not a grid
+    # The same search over what stacks: lr and init_std (batch_size, model, hidden fixed).
+    "optuna_lr": [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=32",
+        "~hydra.sweeper.params.batch_size",
+        "~hydra.sweeper.params.model",
+        "~hydra.sweeper.params.hidden",
+    ],
 }
 LAUNCHERS = {
     "basic": ["hydra/launcher=basic"],
