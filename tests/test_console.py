@@ -55,7 +55,8 @@ def test_a_bad_console_value_is_one_line(run_app):
 
 
 def test_summary_csv_is_written_when_the_first_job_finishes(tmp_path):
-    # Job 0 trains 1 epoch, job 1 a long time: the summary must be there while job 1 runs.
+    # Job 0 trains 1 epoch, job 1 a long time: the summary must be there while job 1 runs
+    # (stacked, the default: both train in one group, and job 0 is reported as it leaves).
     command = [sys.executable, str(REPO / "run.py"), "-m", "epochs=1,2000", "hidden=20"]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
