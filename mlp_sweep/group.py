@@ -103,6 +103,7 @@ def _weights(hidden: list[int]) -> int:
 
 @dataclass
 class Member:
+    index: int  # its place in the group
     life: job.Life
     model: MLP
     optimizer: torch.optim.Optimizer
@@ -110,7 +111,6 @@ class Member:
     handler: logging.Handler
     outcome: Outcome | None = None
     done: bool = field(default=False)
-    index: int = -1  # its place in the group
 
     @contextlib.contextmanager
     def logging(self) -> Iterator[None]:
@@ -148,11 +148,11 @@ def run_group(
     splits = job.load_data(first, device)
     loss_name = first.model.name
     members = []
-    for life in lives:
+    for index, life in enumerate(lives):
         model, optimizer, generator = job.build(life.cfg, splits, device)
         handler = logging.FileHandler(life.out / f"{life.hydra_cfg.job.name}.log", delay=True)
         handler.setFormatter(logging.Formatter(log_format))
-        members.append(Member(life, model, optimizer, generator, handler))
+        members.append(Member(index, life, model, optimizer, generator, handler))
     together = {"group": [str(life.out) for life in lives], "members": len(lives)}
     for m in members:
         try:
@@ -162,10 +162,9 @@ def run_group(
         except Exception as err:
             m.end(err)
     report = ended or (lambda i, outcome: None)
-    for i, m in enumerate(members):
-        m.index = i
+    for m in members:
         if m.done:
-            report(i, m.outcome)
+            report(m.index, m.outcome)
     # Stacked once every member holds its checkpoint's weights and optimizer state.
     live = [m for m in members if not m.done]
     try:
