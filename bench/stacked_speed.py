@@ -14,6 +14,7 @@ timed in-process and its GFLOP/s compared with a float32 matmul of the same size
     python bench/stacked_speed.py --grids optuna optuna_lr --launchers basic stacked --repeats 1
     python bench/stacked_speed.py --grids --loop 1 2 4 8 16 32 64 --device cuda \
         --data mnist --root ../shared/data --epochs 2    # the loop alone, on a GPU
+    python bench/stacked_speed.py --grids --loop 8 --widths 200 400 --epochs 5   # padding
 """
 
 from __future__ import annotations
@@ -104,14 +105,19 @@ def stacked_rate(k: int, width: int, epochs: int) -> float:
     return flops / seconds / 1e9
 
 
-def loop_speed(ks: list[int], splits: data.Splits, device: torch.device, epochs: int) -> None:
-    """Seconds per epoch of K lecture models (784-100-10, sigmoid, softmax + cross-entropy,
-    SGD, batch 100), trained one after another and stacked, after one warm-up epoch."""
+def loop_speed(
+    ks: list[int], widths: list[int], splits: data.Splits, device: torch.device, epochs: int
+) -> None:
+    """Seconds per epoch of K lecture models (784-H-10, sigmoid, softmax + cross-entropy, SGD,
+    batch 100; H taken from ``widths`` in turn), trained one after another and stacked (the
+    narrower padded to the widest), after one warm-up epoch. GFLOP/s count the members' own
+    arithmetic, not the padding."""
     print(f"{'K':>3} {'one at a time':>14} {'stacked':>9} {'speed-up':>9} {'GFLOP/s':>8}")
     for k in ks:
         seconds = {}
+        sizes = [widths[i % len(widths)] for i in range(k)]
         for how in ("one at a time", "stacked"):
-            models = [MLP(784, 100, 10, init_std=0.1).to(device) for _ in range(k)]
+            models = [MLP(784, h, 10, init_std=0.1).to(device) for h in sizes]
             optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
             generators = [torch.Generator().manual_seed(i) for i in range(k)]
             stack = Stack(models, "sigmoid", optimizers) if how == "stacked" else None
@@ -124,7 +130,7 @@ def loop_speed(ks: list[int], splits: data.Splits, device: torch.device, epochs:
                 for m, o, g in zip(models, optimizers, generators):
                     train_epoch(m, LOSSES["softmax_ce"], o, splits.train, 100, g)
             seconds[how] = (time.perf_counter() - tic) / epochs
-        flops = 3 * 2 * len(splits.train) * (784 * 100 + 100 * 10) * k
+        flops = 3 * 2 * len(splits.train) * sum(784 * h + h * 10 for h in sizes)
         one, stacked = seconds["one at a time"], seconds["stacked"]
         print(f"{k:>3} {one:>13.3f}s {stacked:>8.3f}s {one / stacked:>8.2f}x "
               f"{flops / stacked / 1e9:>8.1f}")  # fmt: skip
@@ -145,6 +151,14 @@ def main() -> None:
         metavar="K",
         help="time the stacked loop alone for these numbers of members",
     )
+    parser.add_argument(
+        "--widths",
+        nargs="+",
+        type=int,
+        default=[100],
+        metavar="H",
+        help="the loop's hidden widths, taken by the K members in turn",
+    )
     parser.add_argument("--data", default="mnist_5k", help="the loop's data set")
     parser.add_argument("--root", default=None, help="data.root for mnist (--grids full)")
     args = parser.parse_args()
@@ -163,9 +177,9 @@ def main() -> None:
         print(f"{name}, {args.epochs} epochs: {'  '.join(shown)}  basic/stacked {ratio:.2f}x")
     if args.loop:
         splits = data.load(args.data, device=device, val_size=0, root=args.root)
-        print(f"the loop alone, {args.data} ({len(splits.train)} training images), "
-              f"{args.epochs} epochs each")  # fmt: skip
-        loop_speed(args.loop, splits, device, args.epochs)
+        print(f"the loop alone, {args.data} ({len(splits.train)} training images), widths "
+              f"{args.widths}, {args.epochs} epochs each")  # fmt: skip
+        loop_speed(args.loop, args.widths, splits, device, args.epochs)
     if device.type == "cpu":
         peak = matmul_peak(16, 100, 100)
         rate = stacked_rate(16, 100, epochs=2)
