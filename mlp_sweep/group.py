@@ -137,12 +137,12 @@ class Member:
 
 
 def run_group(
-    lives: list[job.Life], log_format: str, ended: Callable[[int, Outcome], None] | None = None
-) -> list[Outcome]:
-    """Train the runs ``lives`` (prepared, none settled, sharing :func:`group_key`) stacked;
-    return each one's objective or error, in order, and call ``ended(i, outcome)`` as soon as
-    ``lives[i]`` ends, while others may still train. Ctrl-C marks every running member
-    interrupted, then propagates."""
+    lives: list[job.Life], log_format: str, ended: Callable[[int, Outcome], None]
+) -> None:
+    """Train the runs ``lives`` (prepared, none settled, sharing :func:`group_key`) stacked,
+    calling ``ended(i, outcome)`` with ``lives[i]``'s objective or error as soon as it ends,
+    while others may still train. Ctrl-C marks every running member interrupted, then
+    propagates."""
     first = lives[0].cfg
     device = lives[0].device
     splits = job.load_data(first, device)
@@ -161,10 +161,9 @@ def run_group(
                 job.begin(m.life, m.model, m.optimizer, m.generator, stacked=together)
         except Exception as err:
             m.end(err)
-    report = ended or (lambda i, outcome: None)
     for m in members:
         if m.done:
-            report(m.index, m.outcome)
+            ended(m.index, m.outcome)
     # Stacked once every member holds its checkpoint's weights and optimizer state.
     live = [m for m in members if not m.done]
     try:
@@ -175,7 +174,7 @@ def run_group(
             if live:
                 optimizers = [m.optimizer for m in live]
                 stack = Stack([m.model for m in live], first.model.activation, optimizers)
-                _train(live, stack, splits, loss_name, report)
+                _train(live, stack, splits, loss_name, ended)
     except KeyboardInterrupt as err:
         for m in members:
             if not m.done:
@@ -184,7 +183,6 @@ def run_group(
     finally:
         for m in members:
             m.handler.close()
-    return [m.outcome for m in members]
 
 
 def _train(
@@ -192,11 +190,11 @@ def _train(
     stack: Stack,
     splits: Any,
     loss_name: str,
-    report: Callable[[int, Outcome], None],
+    ended: Callable[[int, Outcome], None],
 ) -> None:
     batch_size = members[0].life.cfg.batch_size
     _finish(stack, members, splits, loss_name)  # continued from a checkpoint of the last epoch
-    active = _leave(stack, members, report)
+    active = _leave(stack, members, ended)
     while active:
         tic = time.perf_counter()
         train_loss, train_acc = stack.train_epoch(
@@ -231,7 +229,7 @@ def _train(
             except BaseException as err:  # diverged, pruned, or a write that failed
                 m.end(err)
         _finish(stack, active, splits, loss_name)
-        active = _leave(stack, active, report)
+        active = _leave(stack, active, ended)
 
 
 def _finish(stack: Stack, active: list[Member], splits: Any, loss_name: str) -> None:
@@ -259,12 +257,12 @@ def _finish(stack: Stack, active: list[Member], splits: Any, loss_name: str) -> 
 
 
 def _leave(
-    stack: Stack, active: list[Member], report: Callable[[int, Outcome], None]
+    stack: Stack, active: list[Member], ended: Callable[[int, Outcome], None]
 ) -> list[Member]:
     """The members still training; the others leave the stack, and are reported."""
     for m in active:
         if m.done:
-            report(m.index, m.outcome)
+            ended(m.index, m.outcome)
     staying = [i for i, m in enumerate(active) if not m.done]
     if len(staying) < len(active):
         stack.keep(staying)
