@@ -204,10 +204,11 @@ def run_solo(
     handlers = run_log(life, log_format)
     try:
         with logging_to(handlers):
-            log.info("%s trains solo: %s", life.out.name, why)
+            log.info("trains solo: %s", why)
             life.started = time.perf_counter()  # its own time, not that of earlier groups
             try:
-                outcome: Outcome = job.train(life)
+                # Its epochs reach the console through run_log's handlers, labelled.
+                outcome: Outcome = job.train(life, progress=False)
             except Exception as err:
                 _log_failure(handlers, err)
                 outcome = err

@@ -133,10 +133,13 @@ def run(cfg: DictConfig) -> float | list[float]:
     return train(life)
 
 
-def train(life: Life) -> float | list[float]:
+def train(life: Life, progress: bool | None = None) -> float | list[float]:
     """Train the run ``life`` (prepared, not settled) alone, from its checkpoint if it has
-    one, and return its objective (see :func:`run`)."""
+    one, and return its objective (see :func:`run`). ``progress``: whether it shows a bar
+    and its epochs on the console's own handlers (None: :func:`console.show_epochs`)."""
     cfg, hydra_cfg = life.cfg, life.hydra_cfg
+    if progress is None:
+        progress = console.show_epochs(cfg, hydra_cfg)
     use_threads(cfg.threads, hydra_cfg.launcher)
     splits = load_data(cfg, life.device)
     model, optimizer, generator = build(cfg, splits, life.device)
@@ -153,7 +156,7 @@ def train(life: Life) -> float | list[float]:
             generator=generator,
             first_epoch=life.record.data["epochs_run"] + 1,
             on_epoch=lambda epoch: end_epoch(life, epoch, model, optimizer, generator),
-            progress=console.show_epochs(cfg, hydra_cfg),
+            progress=progress,
             schedule=life.schedule,
         )
         final = {}

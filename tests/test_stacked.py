@@ -1,6 +1,7 @@
 """hydra/launcher=stacked: the jobs of a sweep trained together, each a normal run."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -276,3 +277,26 @@ def test_each_member_costs_its_own_share_of_the_group(run_app, tmp_path):
     weights = [r["final"]["n_params"] for r in (narrow, wide)]
     assert shares[0] / shares[1] == pytest.approx(weights[0] / weights[1], rel=1e-6)
     assert narrow["objective"]["value"][1] < wide["objective"]["value"][1]
+
+
+def test_kill_9_then_the_same_command_repeats_nothing_that_finished(tmp_path):
+    # Two groups (20 padded to 1500 would be far over max_padding): the first completes, the
+    # second is killed after its second epoch.
+    grid = ["-m", "hidden=[20],[1500]", "epochs=5", STACKED, "hydra.sweep.dir=g"]
+    proc = start(*grid, cwd=tmp_path)
+    wait_for_epoch(tmp_path / "g" / "1" / "metrics.json", 2, proc)
+    proc.kill()
+    proc.wait()
+    first, killed = runs(tmp_path / "g", 2)
+    assert first["status"] == "complete" and killed["status"] == "running"
+    again = start(*grid, cwd=tmp_path)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    kept, continued = runs(tmp_path / "g", 2)
+    assert kept["finished_at"] == first["finished_at"]  # not trained again
+    assert continued["status"] == "complete" and continued["epochs_run"] == 5
+    done = killed["epochs_run"]
+    assert continued["history"][:done] == killed["history"]  # its finished epochs kept
+    log = (tmp_path / "g" / "1" / "mlp_sweep.log").read_text()
+    (resumed,) = re.findall(r"continuing .* after epoch (\d+)", log)
+    assert int(resumed) >= done and log.count("epoch 1/5") == 1
