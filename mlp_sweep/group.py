@@ -3,7 +3,9 @@
 Every member goes through the lifecycle of :mod:`mlp_sweep.job` (``begin``, ``end_epoch``,
 ``complete`` or ``stopped``), so its folder holds what a solo run leaves; only the arithmetic
 is shared. A member that diverges, is pruned, or has trained its own ``epochs`` leaves the
-stack at the end of that epoch; the others go on.
+stack at the end of that epoch; the others go on. A job whose settings are not shown to
+agree stacked (:func:`solo_reason`) trains alone, through the solo run's own loop
+(:func:`run_solo`).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def solo_reason(cfg: DictConfig) -> str | None:
 def group_key(cfg: DictConfig) -> tuple[Any, ...]:
     """What members of one group share: one data set and split, one batch order length, one
     device and thread count, one depth, activation and loss. Widths, seeds, init, epochs and
-    every optimizer setting may differ.
+    every optimizer setting that trains stacked (:func:`solo_reason`) may differ.
 
     >>> from omegaconf import OmegaConf
     >>> cfg = OmegaConf.create({"data": {"name": "mnist_5k", "val_size": 500, "root": None},
