@@ -33,8 +33,11 @@ def splits() -> Splits:
                   "cache_dir": None}}
     )  # fmt: skip
     full = job.load_data(cfg, CPU)
-    head = lambda s, n: Split(s.x[:n], s.y[:n])  # noqa: E731
-    return Splits(head(full.train, 300), head(full.val, 200), head(full.test, 10), 784, 10)
+    return Splits(_head(full.train, 300), _head(full.val, 200), _head(full.test, 10), 784, 10)
+
+
+def _head(split: Split, n: int) -> Split:
+    return Split(split.x[:n], split.y[:n])
 
 
 # Arguments a job may give its optimizer, with values that a solo run accepts.
