@@ -47,19 +47,29 @@ class ConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def show_epochs(cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
+def shows_epochs(cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
     """Whether this job shows its epochs on the console: in a single run, with
-    ``console=epochs``, or with ``hydra.verbose``. If not, the job's console log handlers
-    are set to warnings only, so its epoch lines go to its log file alone (Hydra builds the
-    handlers anew for every job, so this lasts one job)."""
-    if hydra_cfg.mode != RunMode.MULTIRUN or cfg.get("console") == "epochs" or hydra_cfg.verbose:
+    ``console=epochs``, or with ``hydra.verbose``."""
+    return hydra_cfg.mode != RunMode.MULTIRUN or cfg.get("console") == "epochs" or hydra_cfg.verbose
+
+
+def show_epochs(cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
+    """:func:`shows_epochs`; if not, the job's console log handlers are set to warnings only,
+    so its epoch lines go to its log file alone (Hydra builds the handlers anew for every
+    job, so this lasts one job)."""
+    if shows_epochs(cfg, hydra_cfg):
         return True
+    quiet()
+    return False
+
+
+def quiet() -> None:
+    """Set the console's log handlers to warnings only, until logging is configured anew."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(
             handler, logging.FileHandler
         ):
             handler.setLevel(logging.WARNING)
-    return False
 
 
 def planned(config: DictConfig) -> tuple[int | None, list[str]]:

@@ -3,14 +3,18 @@
 Every member goes through the lifecycle of :mod:`mlp_sweep.job` (``begin``, ``end_epoch``,
 ``complete`` or ``stopped``), so its folder holds what a solo run leaves; only the arithmetic
 is shared. A member that diverges, is pruned, or has trained its own ``epochs`` leaves the
-stack at the end of that epoch; the others go on.
+stack at the end of that epoch; the others go on. A job whose settings are not shown to
+agree stacked (:func:`solo_reason`) trains alone, through the solo run's own loop
+(:func:`run_solo`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from mlp_sweep import job
+from mlp_sweep import console, job
 from mlp_sweep.config import hidden_sizes
-from mlp_sweep.model import MLP
+from mlp_sweep.errors import one_line
+from mlp_sweep.model import MLP, count_params
 from mlp_sweep.stacked import Stack
 from mlp_sweep.train import epoch_record
 
@@ -30,11 +36,57 @@ log = logging.getLogger(__name__)
 
 Outcome = float | BaseException  # a member's objective, or the error it ended with
 
+# The optimizers, and their arguments, whose stacked step is shown to equal a solo run's
+# (tests/test_stacked_agreement.py). Any other class, or another argument at other than its
+# default (``fused=true``: torch's fused step is wrong on the strided views a member's
+# parameters are), trains solo.
+STACKED_OPTIMIZERS: dict[type[torch.optim.Optimizer], frozenset[str]] = {
+    torch.optim.SGD: frozenset(
+        {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach"}
+    ),
+    torch.optim.Adam: frozenset(
+        {"lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach"}
+    ),
+    torch.optim.AdamW: frozenset(
+        {"lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach"}
+    ),
+}
+
+
+def solo_reason(cfg: DictConfig) -> str | None:
+    """Why the job ``cfg`` trains solo rather than stacked, or None if it stacks: its
+    optimizer is not in :data:`STACKED_OPTIMIZERS`, or is given an argument not listed there
+    (at a value other than the class's default).
+
+    >>> from omegaconf import OmegaConf
+    >>> adam = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
+    >>> solo_reason(OmegaConf.create({"optimizer": adam})) is None
+    True
+    >>> solo_reason(OmegaConf.create({"optimizer": {**adam, "fused": True}}))
+    'optimizer.fused=True is not among the arguments of torch.optim.Adam known to train stacked'
+    """
+    target = cfg.optimizer._target_
+    cls = get_class(target)
+    allowed = STACKED_OPTIMIZERS.get(cls)
+    if allowed is None:
+        known = ", ".join(f"torch.optim.{c.__name__}" for c in STACKED_OPTIMIZERS)
+        return f"optimizer {target} is not among those known to train stacked ({known})"
+    defaults = inspect.signature(cls).parameters
+    for key, value in cfg.optimizer.items():
+        if str(key).startswith("_") or key in allowed:
+            continue
+        if key not in defaults or value != defaults[key].default:
+            return (
+                f"optimizer.{key}={value} is not among the arguments of {target} known to "
+                "train stacked"
+            )
+    return None
+
 
 def group_key(cfg: DictConfig) -> tuple[Any, ...]:
     """What members of one group share: one data set and split, one batch order length, one
     device and thread count, one depth, activation and loss. Widths, seeds, init, epochs and
-    every optimizer setting may differ.
+    every optimizer setting that trains stacked (:func:`solo_reason`) may differ.
 
     >>> from omegaconf import OmegaConf
     >>> cfg = OmegaConf.create({"data": {"name": "mnist_5k", "val_size": 500, "root": None},
@@ -61,11 +113,13 @@ def partition(cfgs: dict[int, DictConfig], max_members: int, max_padding: float)
     :func:`group_key`, narrowest first, at most ``max_members`` to a group, and no wider than
     keeps the group's padded weights (every member as wide as the widest) within
     ``max_padding`` times its members' own: a member padded to three times its weights does
-    three times its own arithmetic, more than stacking wins back on a CPU.
+    three times its own arithmetic, more than stacking wins back on a CPU. A job with a
+    :func:`solo_reason` is a group of its own, after the others.
 
     >>> from omegaconf import OmegaConf
     >>> base = {"data": {"name": "mnist_5k", "val_size": 500, "root": None}, "batch_size": 100,
-    ...     "device": "cpu", "threads": None, "model": {"activation": "sigmoid", "name": "x"}}
+    ...     "device": "cpu", "threads": None, "model": {"activation": "sigmoid", "name": "x"},
+    ...     "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}}
     >>> widths = [200, 50, 100]  # 50 padded to 200 would be 3.4x its weights
     >>> cfgs = {i: OmegaConf.create({**base, "hidden": h}) for i, h in enumerate(widths)}
     >>> partition(cfgs, max_members=16, max_padding=1.5)
@@ -74,8 +128,12 @@ def partition(cfgs: dict[int, DictConfig], max_members: int, max_padding: float)
     [[1, 2, 0]]
     """
     by_key: dict[tuple, list[int]] = {}
+    alone = []
     for num, cfg in cfgs.items():
-        by_key.setdefault(group_key(cfg), []).append(num)
+        if solo_reason(cfg) is None:
+            by_key.setdefault(group_key(cfg), []).append(num)
+        else:
+            alone.append([num])
     groups: list[list[int]] = []
     for nums in by_key.values():
         widths = {n: hidden_sizes(cfgs[n].hidden) for n in nums}
@@ -92,7 +150,7 @@ def partition(cfgs: dict[int, DictConfig], max_members: int, max_padding: float)
                 grown = [num]
             group = grown
         groups.append(group)
-    return groups
+    return groups + alone
 
 
 def _weights(hidden: list[int]) -> int:
@@ -101,34 +159,87 @@ def _weights(hidden: list[int]) -> int:
     return sum(a * b for a, b in itertools.pairwise([784, *hidden, 10]))
 
 
+def run_log(life: job.Life, log_format: str) -> list[logging.Handler]:
+    """Where a run's log lines go while it trains in the stacked launcher's process: its
+    mlp_sweep.log, and, if the job shows its epochs (:func:`console.shows_epochs`), the
+    console, each line labelled with the job's number (the launcher keeps the console's own
+    handlers to warnings meanwhile)."""
+    file = logging.FileHandler(life.out / f"{life.hydra_cfg.job.name}.log", delay=True)
+    file.setFormatter(logging.Formatter(log_format))
+    handlers: list[logging.Handler] = [file]
+    if console.shows_epochs(life.cfg, life.hydra_cfg):
+        label = f"job {life.hydra_cfg.job.num}  %(message)s"
+        shown = console.ConsoleHandler(sys.stdout)
+        shown.setFormatter(logging.Formatter(log_format.replace("%(message)s", label)))
+        shown.addFilter(lambda record: record.levelno < logging.WARNING)  # shown already
+        handlers.append(shown)
+    return handlers
+
+
+@contextlib.contextmanager
+def logging_to(handlers: list[logging.Handler]) -> Iterator[None]:
+    """Log lines written meanwhile go to ``handlers`` too."""
+    root = logging.getLogger()
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+
+
+def _log_failure(handlers: list[logging.Handler], err: BaseException) -> None:
+    """A failed run's error and traceback in its own log file, as a solo run's log has it."""
+    record = log.makeRecord(
+        log.name, logging.ERROR, __file__, 0, "Job failed: %s", (one_line(err),),
+        (type(err), err, err.__traceback__),
+    )  # fmt: skip
+    handlers[0].handle(record)
+
+
+def run_solo(
+    life: job.Life, log_format: str, why: str, ended: Callable[[int, Outcome], None]
+) -> None:
+    """Train the run ``life`` (prepared, not settled) alone, as :func:`job.run` does, and call
+    ``ended(0, outcome)``: a job whose settings are not known to train stacked."""
+    handlers = run_log(life, log_format)
+    try:
+        with logging_to(handlers):
+            log.info("trains solo: %s", why)
+            life.started = time.perf_counter()  # its own time, not that of earlier groups
+            try:
+                # Its epochs reach the console through run_log's handlers, labelled.
+                outcome: Outcome = job.train(life, progress=False)
+            except Exception as err:
+                _log_failure(handlers, err)
+                outcome = err
+    finally:
+        for handler in handlers:
+            handler.close()
+    ended(0, outcome)
+
+
 @dataclass
 class Member:
     index: int  # its place in the group
     life: job.Life
-    model: MLP
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
-    handler: logging.Handler
+    handlers: list[logging.Handler]
+    model: MLP = field(init=False)
+    optimizer: torch.optim.Optimizer = field(init=False)
+    generator: torch.Generator = field(init=False)
     outcome: Outcome | None = None
-    done: bool = field(default=False)
+    done: bool = False
+    reported: bool = False  # ended(index, outcome) called
 
-    @contextlib.contextmanager
-    def logging(self) -> Iterator[None]:
-        """Log lines written meanwhile go to this member's mlp_sweep.log too."""
-        root = logging.getLogger()
-        root.addHandler(self.handler)
-        try:
-            yield
-        finally:
-            root.removeHandler(self.handler)
+    def logging(self) -> contextlib.AbstractContextManager[None]:
+        """Log lines written meanwhile go to this member's mlp_sweep.log (and console) too."""
+        return logging_to(self.handlers)
 
     def end(self, err: BaseException) -> None:
         """Record how the member stopped (:func:`job.stopped`); keep what it returns or
         raises as its outcome."""
         self.done = True
-        if not hasattr(self.life, "record"):  # it failed before its folder was taken
-            self.outcome = err
-            return
         with self.logging():
             try:
                 self.outcome = job.stopped(self.life, err)
@@ -141,48 +252,54 @@ def run_group(
 ) -> None:
     """Train the runs ``lives`` (prepared, none settled, sharing :func:`group_key`) stacked,
     calling ``ended(i, outcome)`` with ``lives[i]``'s objective or error as soon as it ends,
-    while others may still train. Ctrl-C marks every running member interrupted, then
-    propagates."""
-    first = lives[0].cfg
-    device = lives[0].device
-    splits = job.load_data(first, device)
-    loss_name = first.model.name
-    members = []
-    for index, life in enumerate(lives):
-        model, optimizer, generator = job.build(life.cfg, splits, device)
-        handler = logging.FileHandler(life.out / f"{life.hydra_cfg.job.name}.log", delay=True)
-        handler.setFormatter(logging.Formatter(log_format))
-        members.append(Member(index, life, model, optimizer, generator, handler))
-    together = {"group": [str(life.out) for life in lives], "members": len(lives)}
-    for m in members:
-        try:
-            with m.logging():
-                m.life.schedule = job.schedule(m.life.cfg, m.optimizer, splits)
-                job.begin(m.life, m.model, m.optimizer, m.generator, stacked=together)
-        except Exception as err:
-            m.end(err)
-    for m in members:
-        if m.done:
-            ended(m.index, m.outcome)
-    # Stacked once every member holds its checkpoint's weights and optimizer state.
-    live = [m for m in members if not m.done]
+    while others may still train. Any other error (its data cannot be loaded, say) fails the
+    members still training, with that error, and returns. Ctrl-C marks every running member
+    interrupted, then propagates."""
+    members = [Member(i, life, run_log(life, log_format)) for i, life in enumerate(lives)]
     try:
-        with warnings.catch_warnings():
-            # A member's scheduler looks for a step of the member's own optimizer; the
-            # group's stepper made it (stacked.one_step).
-            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
-            if live:
-                optimizers = [m.optimizer for m in live]
-                stack = Stack([m.model for m in live], first.model.activation, optimizers)
-                _train(live, stack, splits, loss_name, ended)
+        _run(members, ended)
     except KeyboardInterrupt as err:
         for m in members:
             if not m.done:
                 m.end(err)
         raise
+    except Exception as err:
+        for m in members:
+            if not m.done:
+                m.end(err)
+        _leave(members, ended)
     finally:
         for m in members:
-            m.handler.close()
+            for handler in m.handlers:
+                handler.close()
+
+
+def _run(members: list[Member], ended: Callable[[int, Outcome], None]) -> None:
+    first = members[0].life
+    device = first.device
+    tic = time.perf_counter()
+    splits = job.load_data(first.cfg, device)
+    loaded = time.perf_counter() - tic  # each member's `seconds.data`: this, then its build
+    together = {"group": [str(m.life.out) for m in members], "members": len(members)}
+    for m in members:
+        m.life.started = time.perf_counter() - loaded
+        try:
+            with m.logging():
+                m.model, m.optimizer, m.generator = job.build(m.life.cfg, splits, device)
+                m.life.schedule = job.schedule(m.life.cfg, m.optimizer, splits)
+                job.begin(m.life, m.model, m.optimizer, m.generator, stacked=together)
+        except Exception as err:
+            m.end(err)
+    # Stacked once every member holds its checkpoint's weights and optimizer state.
+    live = _leave(members, ended)
+    with warnings.catch_warnings():
+        # A member's scheduler looks for a step of the member's own optimizer; the
+        # group's stepper made it (stacked.one_step).
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
+        if live:
+            optimizers = [m.optimizer for m in live]
+            stack = Stack([m.model for m in live], first.cfg.model.activation, optimizers)
+            _train(live, stack, splits, first.cfg.model.name, ended)
 
 
 def _train(
@@ -194,7 +311,7 @@ def _train(
 ) -> None:
     batch_size = members[0].life.cfg.batch_size
     _finish(stack, members, splits, loss_name)  # continued from a checkpoint of the last epoch
-    active = _leave(stack, members, ended)
+    active = _leave(members, ended, stack)
     while active:
         tic = time.perf_counter()
         train_loss, train_acc = stack.train_epoch(
@@ -208,8 +325,10 @@ def _train(
         for m in active:  # as train.fit does: after the epoch, before it is recorded
             if m.life.schedule is not None:
                 m.life.schedule.after_epoch()
-        # Each member's share of the group's epoch: the runs of a sweep add up to its time.
-        seconds = (time.perf_counter() - tic) / len(active)
+        # Each member's share of the group's epoch, by its own weights (the arithmetic it
+        # asks for): the runs of a sweep add up to its time, and a wider member costs more.
+        elapsed = time.perf_counter() - tic
+        weights = [count_params(m.model) for m in active]
         for i, m in enumerate(active):
             epoch = m.life.record.data["epochs_run"] + 1
             try:
@@ -221,7 +340,7 @@ def _train(
                         train_acc[i],
                         val_loss[i],
                         val_acc[i],
-                        seconds,
+                        elapsed * weights[i] / sum(weights),
                     )
                     job.end_epoch(m.life, record, m.model, m.optimizer, m.generator)
             except KeyboardInterrupt:
@@ -229,7 +348,7 @@ def _train(
             except BaseException as err:  # diverged, pruned, or a write that failed
                 m.end(err)
         _finish(stack, active, splits, loss_name)
-        active = _leave(stack, active, ended)
+        active = _leave(active, ended, stack)
 
 
 def _finish(stack: Stack, active: list[Member], splits: Any, loss_name: str) -> None:
@@ -257,13 +376,17 @@ def _finish(stack: Stack, active: list[Member], splits: Any, loss_name: str) -> 
 
 
 def _leave(
-    stack: Stack, active: list[Member], ended: Callable[[int, Outcome], None]
+    active: list[Member], ended: Callable[[int, Outcome], None], stack: Stack | None = None
 ) -> list[Member]:
-    """The members still training; the others leave the stack, and are reported."""
+    """The members still training; the others leave ``stack``, and are reported (a failed
+    one's error goes to its log file first)."""
     for m in active:
-        if m.done:
+        if m.done and not m.reported:
+            if isinstance(m.outcome, Exception):
+                _log_failure(m.handlers, m.outcome)
+            m.reported = True
             ended(m.index, m.outcome)
     staying = [i for i, m in enumerate(active) if not m.done]
-    if len(staying) < len(active):
+    if stack is not None and len(staying) < len(active):
         stack.keep(staying)
     return [active[i] for i in staying]

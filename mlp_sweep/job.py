@@ -27,7 +27,7 @@ from mlp_sweep import checkpoint, console, loggers, objectives, records
 from mlp_sweep import data as data_mod
 from mlp_sweep.config import flatten, hidden_sizes, is_alias, validate
 from mlp_sweep.errors import ConfigError, RunFailed, one_line
-from mlp_sweep.launchers import job_threads
+from mlp_sweep.launchers import use_threads
 from mlp_sweep.model import LOSSES, MLP, count_params
 from mlp_sweep.plots import plot_curves
 from mlp_sweep.schedule import Schedule, build_schedule
@@ -127,13 +127,20 @@ def run(cfg: DictConfig) -> float | list[float]:
     through the same lifecycle: :func:`prepare`, :func:`begin`, :func:`end_epoch`, then
     :func:`complete` or :func:`stopped`.
     """
-    hydra_cfg = HydraConfig.get()
-    life = prepare(cfg, hydra_cfg)
+    life = prepare(cfg, HydraConfig.get())
     if life.settled:
         return settle(life)
-    threads = job_threads(cfg.threads, hydra_cfg.launcher)
-    if threads:
-        torch.set_num_threads(threads)
+    return train(life)
+
+
+def train(life: Life, progress: bool | None = None) -> float | list[float]:
+    """Train the run ``life`` (prepared, not settled) alone, from its checkpoint if it has
+    one, and return its objective (see :func:`run`). ``progress``: whether it shows a bar
+    and its epochs on the console's own handlers (None: :func:`console.show_epochs`)."""
+    cfg, hydra_cfg = life.cfg, life.hydra_cfg
+    if progress is None:
+        progress = console.show_epochs(cfg, hydra_cfg)
+    use_threads(cfg.threads, hydra_cfg.launcher)
     splits = load_data(cfg, life.device)
     model, optimizer, generator = build(cfg, splits, life.device)
     life.schedule = schedule(cfg, optimizer, splits)
@@ -149,7 +156,7 @@ def run(cfg: DictConfig) -> float | list[float]:
             generator=generator,
             first_epoch=life.record.data["epochs_run"] + 1,
             on_epoch=lambda epoch: end_epoch(life, epoch, model, optimizer, generator),
-            progress=console.show_epochs(cfg, hydra_cfg),
+            progress=progress,
             schedule=life.schedule,
         )
         final = {}
@@ -259,11 +266,7 @@ def begin(
     continues from, connect the study and the loggers. ``stacked`` says, in metrics.json,
     which group the run trains in."""
     cfg, out = life.cfg, life.out
-    if life.plan.action == checkpoint.FRESH:
-        for name in _OUTPUT_FILES:  # an earlier attempt's, which this one replaces
-            (out / name).unlink(missing_ok=True)
-    _write_hydra_record(out, cfg, life.hydra_cfg, life.full_cfg)
-    record = life.record = RunRecord(out, cfg, life.hydra_cfg, life.device, life.started)
+    record = _take_folder(life)
     if stacked is not None:
         record.data["stacked"] = stacked
         record.save()
@@ -283,6 +286,16 @@ def begin(
         )
         record.data["trial"] = {"number": cfg.trial, "study": study}
     record.loggers = loggers.start(cfg, out, record.data)  # TensorBoard, MLflow: loggers.py
+
+
+def _take_folder(life: Life) -> RunRecord:
+    """Write the run's .hydra/ and first metrics.json over what an earlier attempt left."""
+    if life.plan.action == checkpoint.FRESH:
+        for name in _OUTPUT_FILES:  # an earlier attempt's, which this one replaces
+            (life.out / name).unlink(missing_ok=True)
+    _write_hydra_record(life.out, life.cfg, life.hydra_cfg, life.full_cfg)
+    life.record = RunRecord(life.out, life.cfg, life.hydra_cfg, life.device, life.started)
+    return life.record
 
 
 def end_epoch(
@@ -338,7 +351,10 @@ def complete(life: Life, model: torch.nn.Module, final: dict[str, float]) -> flo
 def stopped(life: Life, err: BaseException) -> float:
     """End a run that stopped before completing: a pruned trial returns its last objective;
     an interrupt, a divergence or any other error is recorded, then raised (a divergence as
-    RunFailed)."""
+    RunFailed). A run stopped before :func:`begin` (its group's data failed to load) takes
+    its folder first, so that its metrics.json says how it ended."""
+    if not hasattr(life, "record"):
+        _take_folder(life)
     record = life.record
     if isinstance(err, optuna.TrialPruned):
         value = record.data["history"][-1][life.cfg.objective]

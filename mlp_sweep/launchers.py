@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import os
 
+import torch
 from omegaconf import DictConfig
+
+# Torch's own thread count in this process, before any job set one: what a job with
+# `threads` unset gets back after a job that set it.
+TORCH_THREADS = torch.get_num_threads()
 
 
 def parallel_jobs(launcher: DictConfig) -> int:
@@ -51,3 +56,9 @@ def job_threads(threads: int | None, launcher: DictConfig) -> int | None:
 
 def _ray_cpus(launcher: DictConfig) -> int:
     return launcher.ray.remote.get("num_cpus") or 1
+
+
+def use_threads(threads: int | None, launcher: DictConfig) -> None:
+    """Give torch the threads :func:`job_threads` says, or, where it says none, torch's own
+    default (not what an earlier job of this process set)."""
+    torch.set_num_threads(job_threads(threads, launcher) or TORCH_THREADS)

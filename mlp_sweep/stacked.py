@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -66,7 +67,12 @@ def one_step(optimizers: list[torch.optim.Optimizer]) -> list[torch.optim.Optimi
         by_class.setdefault(type(optimizer), []).append(optimizer)
     steppers = []
     for cls, members in by_class.items():
-        stepper = cls([g for m in members for g in m.param_groups], **members[0].defaults)
+        # Every setting a step reads is in the groups; the constructor gets the first
+        # member's defaults that it takes (AdamW's hold `decoupled_weight_decay`, which its
+        # constructor sets itself and does not take).
+        takes = inspect.signature(cls).parameters
+        defaults = {k: v for k, v in members[0].defaults.items() if k in takes}
+        stepper = cls([g for m in members for g in m.param_groups], **defaults)
         stepper.state = _MemberStates(  # type: ignore[assignment]
             {p: m for m in members for g in m.param_groups for p in g["params"]}
         )

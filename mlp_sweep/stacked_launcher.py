@@ -4,7 +4,9 @@ groups inside this process (registered through the ``hydra.plugins`` entry point
 The launcher composes each job as Hydra's basic launcher does (its number, its folder, its
 Hydra config), prepares it with :func:`mlp_sweep.job.prepare`, groups the jobs that can share
 one pass (:func:`mlp_sweep.group.partition`), at most ``max_members`` to a group, and hands
-each group to :func:`mlp_sweep.group.run_group`. It returns one JobReturn per job, in order.
+each group to :func:`mlp_sweep.group.run_group`; a job whose settings are not known to train
+stacked (:func:`mlp_sweep.group.solo_reason`) is trained alone by :func:`mlp_sweep.group.run_solo`,
+with one line saying why. It returns one JobReturn per job, in order.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, setup_globals
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mlp_sweep import console, group, job
 from mlp_sweep.errors import ConfigError
-from mlp_sweep.launchers import job_threads
+from mlp_sweep.launchers import use_threads
 
 log = logging.getLogger(__name__)
 _LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -95,14 +96,16 @@ class StackedLauncher(Launcher):
                     lives[i] = life
             except Exception as err:
                 outcomes[i] = err
+        cfgs = {i: life.cfg for i, life in lives.items()}
+        groups = group.partition(cfgs, self.max_members, self.max_padding)
+        solo = {i: why for i, life in lives.items() if (why := group.solo_reason(life.cfg))}
+        for i, why in solo.items():
+            log.info("job %s trains solo: %s", lives[i].hydra_cfg.job.num, why)
         try:
-            cfgs = {i: life.cfg for i, life in lives.items()}
-            for members in group.partition(cfgs, self.max_members, self.max_padding):
+            console.quiet()  # each run's own lines reach the console through group.run_log
+            for members in groups:
                 first = lives[members[0]]
-                threads = job_threads(first.cfg.threads, first.hydra_cfg.launcher)
-                if threads:
-                    torch.set_num_threads(threads)
-                console.show_epochs(first.cfg, first.hydra_cfg)
+                use_threads(first.cfg.threads, first.hydra_cfg.launcher)
                 fmt = OmegaConf.select(
                     first.full_cfg, "hydra.job_logging.formatters.simple.format", default=None
                 )
@@ -111,7 +114,10 @@ class StackedLauncher(Launcher):
                     outcomes[members[k]] = outcome
                     self._ended(jobs[members[k]], outcome)  # the console, the live summary
 
-                group.run_group([lives[i] for i in members], fmt or _LOG_FORMAT, ended)
+                if members[0] in solo:
+                    group.run_solo(first, fmt or _LOG_FORMAT, solo[members[0]], ended)
+                else:
+                    group.run_group([lives[i] for i in members], fmt or _LOG_FORMAT, ended)
         finally:
             self._hydra_logging()
         for i, (config, ret) in enumerate(jobs):

@@ -1,7 +1,10 @@
 """hydra/launcher=stacked: the jobs of a sweep trained together, each a normal run."""
 
 import json
+import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -76,6 +79,7 @@ def test_a_diverging_member_fails_alone(run_app, tmp_path):
     ok, failed = runs(tmp_path / "g", 2)
     assert failed["status"] == "failed" and "diverged" in failed["error"]
     assert ok["status"] == "complete" and ok["epochs_run"] == 2
+    assert "training diverged" in (tmp_path / "g" / "1" / "mlp_sweep.log").read_text()
     solo = run_app("lr=0.1", "init_std=0.5", "epochs=2", "hydra.run.dir=solo")
     assert solo.code == 0
     assert ok["final"]["val_acc"] == pytest.approx(
@@ -188,3 +192,111 @@ def test_stacked_members_follow_their_schedules_as_solo_runs_do(run_app, tmp_pat
                 abs(epoch_a["train_loss"] - epoch_b["train_loss"]) <= 1e-4 * epoch_a["train_loss"]
             )
         assert abs(a["final"]["val_acc"] - b["final"]["val_acc"]) <= 0.005
+
+
+def test_an_optimizer_argument_not_proven_stacked_trains_solo(run_app, tmp_path):
+    grid = ["-m", "optimizer=adam", "lr=0.01", "+optimizer.fused=true", "hidden=30,40", "epochs=2"]
+    for launcher, folder in (("hydra/launcher=basic", "solo"), (STACKED, "stacked")):
+        result = run_app(*grid, launcher, f"hydra.sweep.dir={folder}")
+        assert result.code == 0, result.err
+    assert result.out.count("trains solo: optimizer.fused=True") == 2
+    for a, b in zip(runs(tmp_path / "solo", 2), runs(tmp_path / "stacked", 2)):
+        assert b["status"] == "complete" and "stacked" not in b
+        assert abs(a["final"]["val_acc"] - b["final"]["val_acc"]) <= 0.005
+    log = (tmp_path / "stacked" / "0" / "mlp_sweep.log").read_text()
+    assert "trains solo: optimizer.fused=True" in log and log.count("epoch ") == 2
+
+
+def test_adamw_trains_stacked_beside_sgd_as_its_solo_run(run_app, tmp_path):
+    grid = ["-m", "optimizer=adamw,sgd", "lr=0.01", "epochs=1"]
+    for launcher, folder in (("hydra/launcher=basic", "solo"), (STACKED, "stacked")):
+        result = run_app(*grid, launcher, f"hydra.sweep.dir={folder}")
+        assert result.code == 0, result.err
+    for a, b in zip(runs(tmp_path / "solo", 2), runs(tmp_path / "stacked", 2)):
+        assert b["status"] == "complete" and b["stacked"]["members"] == 2
+        first_a, first_b = a["history"][0]["train_loss"], b["history"][0]["train_loss"]
+        assert abs(first_a - first_b) <= 1e-4 * abs(first_a)
+        assert abs(a["final"]["val_acc"] - b["final"]["val_acc"]) <= 0.005
+
+
+def test_a_group_that_cannot_load_its_data_fails_alone(run_app, tmp_path, shared_data):
+    root = tmp_path / "only_mnist"
+    root.mkdir()
+    (root / "MNIST").symlink_to(shared_data / "MNIST")
+    grid = ["-m", "data=fashion_mnist,mnist", f"data.root={root}", "epochs=1", "hidden=20"]
+    result = run_app(*grid, STACKED, "hydra.sweep.dir=g")
+    assert result.code == 2 and "FashionMNIST/raw lacks" in result.err  # as under basic
+    fashion, mnist = runs(tmp_path / "g", 2)
+    assert mnist["status"] == "complete"
+    assert fashion["status"] == "failed" and "FashionMNIST" in fashion["error"]
+    assert "FashionMNIST" in (tmp_path / "g" / "0" / "mlp_sweep.log").read_text()
+    assert (tmp_path / "g" / "summary.csv").is_file()
+
+
+def test_a_member_counts_its_own_time_not_earlier_groups(run_app, tmp_path):
+    # Two depths, two groups: the wide one first, then the small one.
+    result = run_app("-m", "hidden=[1500],[10,10]", "epochs=2", STACKED, "hydra.sweep.dir=g")
+    assert result.code == 0, result.err
+    wide, small = runs(tmp_path / "g", 2)
+    assert small["seconds"]["data"] < wide["seconds"]["train"] / 2
+    assert small["seconds"]["total"] < wide["seconds"]["train"]
+    (line,) = [line for line in result.out.splitlines() if line.startswith("job 1")]
+    assert line.endswith(f"{small['seconds']['total']:.1f}s")
+
+
+def test_console_epochs_shows_the_epochs_of_the_jobs_that_ask_labelled(run_app):
+    result = run_app("-m", "console=auto,epochs", "hidden=20", "epochs=2", STACKED)
+    assert result.code == 0, result.err
+    lines = [line for line in result.out.splitlines() if "epoch " in line and "/2" in line]
+    assert len(lines) == 2
+    assert all("[mlp_sweep.train][INFO] - job 1  epoch " in line for line in lines)
+
+
+@pytest.mark.parametrize("launcher", ["hydra/launcher=basic", STACKED])
+def test_threads_of_one_job_do_not_leak_into_the_next(run_app, tmp_path, launcher):
+    default = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    if int(default.stdout) == 1:
+        pytest.skip("torch uses one thread on this machine by default")
+    result = run_app("-m", "threads=1,null", "hidden=20", "epochs=1", launcher, "hydra.sweep.dir=g")
+    assert result.code == 0, result.err
+    assert [r["threads"] for r in runs(tmp_path / "g", 2)] == [1, int(default.stdout)]
+
+
+def test_each_member_costs_its_own_share_of_the_group(run_app, tmp_path):
+    result = run_app(
+        "-m", "hidden=40,60", "objective=[val_acc,seconds]", "epochs=2", STACKED,
+        "hydra.launcher.max_padding=2", "hydra.sweep.dir=g",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    narrow, wide = runs(tmp_path / "g", 2)
+    assert narrow["stacked"]["members"] == 2
+    shares = [r["history"][0]["seconds"] for r in (narrow, wide)]
+    weights = [r["final"]["n_params"] for r in (narrow, wide)]
+    assert shares[0] / shares[1] == pytest.approx(weights[0] / weights[1], rel=1e-6)
+    assert narrow["objective"]["value"][1] < wide["objective"]["value"][1]
+
+
+def test_kill_9_then_the_same_command_repeats_nothing_that_finished(tmp_path):
+    # Two groups (20 padded to 1500 would be far over max_padding): the first completes, the
+    # second is killed after its second epoch.
+    grid = ["-m", "hidden=[20],[1500]", "epochs=5", STACKED, "hydra.sweep.dir=g"]
+    proc = start(*grid, cwd=tmp_path)
+    wait_for_epoch(tmp_path / "g" / "1" / "metrics.json", 2, proc)
+    proc.kill()
+    proc.wait()
+    first, killed = runs(tmp_path / "g", 2)
+    assert first["status"] == "complete" and killed["status"] == "running"
+    again = start(*grid, cwd=tmp_path)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    kept, continued = runs(tmp_path / "g", 2)
+    assert kept["finished_at"] == first["finished_at"]  # not trained again
+    assert continued["status"] == "complete" and continued["epochs_run"] == 5
+    done = killed["epochs_run"]
+    assert continued["history"][:done] == killed["history"]  # its finished epochs kept
+    log = (tmp_path / "g" / "1" / "mlp_sweep.log").read_text()
+    (resumed,) = re.findall(r"continuing .* after epoch (\d+)", log)
+    assert int(resumed) >= done and log.count("epoch 1/5") == 1
