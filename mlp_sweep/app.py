@@ -21,7 +21,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mlp_sweep import job
 from mlp_sweep.errors import BadInput, RunFailed, SweepFailed, one_line
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -36,6 +35,8 @@ _MODE_FLAGS |= {"--hydra-help", "-sc", "--shell-completion"}
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED_TARGETS)
 def _hydra_main(cfg: DictConfig) -> float:
+    from mlp_sweep import job  # here: --help and --cfg never import torch
+
     try:
         return job.run(cfg)
     except (BadInput, RunFailed) as err:

@@ -20,7 +20,6 @@ from typing import Any
 import pandas as pd
 
 from mlp_sweep import objectives, records
-from mlp_sweep.plots import plot_summary
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +270,8 @@ def write_summary(
 
 def write_plot(c: Collection, path: Path) -> None:
     """summary.png for a collection, if any run has a history."""
+    from mlp_sweep.plots import plot_summary  # matplotlib: only where a figure is drawn
+
     if c.histories:
         runs = c.runs.assign(legend=[f"{i}: {setting(r, c.params)}" for i, r in c.runs.iterrows()])
         plot_summary(runs, c.histories, c.params, c.metric, path)
@@ -357,7 +358,7 @@ def _pareto(runs: pd.DataFrame, names: list[str]) -> list[bool]:
 
 def _as_list(hidden: Any) -> Any:
     """One layer's width as a list, ``[100]``, beside runs of several layers."""
-    if isinstance(hidden, (int, float)) and not math.isnan(hidden):
+    if isinstance(hidden, (int, float)) and math.isfinite(hidden):
         return f"[{int(hidden)}]"
     return hidden
 

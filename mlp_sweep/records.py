@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
 
 SCHEMA_VERSION = 1
@@ -128,6 +127,8 @@ def write_yaml(path: Path, node: Any) -> None:
 def write_torch(path: Path, obj: Any) -> None:
     """``torch.save`` atomically. Serialised in memory first: torch's own file writer turns a
     full disk into an obscure RuntimeError, Python's write into a plain OSError."""
+    import torch  # here: commands that train nothing never import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -25,9 +26,11 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mlp_sweep import console, group, job
 from mlp_sweep.errors import ConfigError
 from mlp_sweep.launchers import use_threads
+
+if TYPE_CHECKING:
+    from mlp_sweep import group
 
 log = logging.getLogger(__name__)
 _LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -76,6 +79,11 @@ class StackedLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        # Imported here: Hydra imports every plugin at start-up, --help included.
+        import torch
+
+        from mlp_sweep import console, group, job
+
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
         self._hydra_logging()

@@ -17,7 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlp_sweep import checkpoint, job, records
+from mlp_sweep import records
+from mlp_sweep.compose import JobComposer
 from mlp_sweep.config import check_comparable
 from mlp_sweep.errors import BadInput, RunFailed, SweepFailed, one_line
 
@@ -38,10 +39,14 @@ class GridSweeper(BasicSweeper):
     sweep before anything trains or any folder changes.
 
     The launcher then gets the configs composed here instead of composing each job again
-    (Hydra's basic sweeper composes every job twice: to check it, then to launch it).
+    (Hydra's basic sweeper composes every job twice: to check it, then to launch it), and
+    jobs that differ only in plain values share one composition (:mod:`mlp_sweep.compose`).
     """
 
     def sweep(self, arguments: list[str]) -> Any:
+        # Imported here: Hydra imports every plugin at start-up, --help included.
+        from mlp_sweep import checkpoint, job
+
         assert self.hydra_context is not None and self.config is not None
         # Resolve the sweep folder first: jobs composed from the master config copy its
         # resolver cache, so they all land in this folder (its name has a random part).
@@ -51,7 +56,8 @@ class GridSweeper(BasicSweeper):
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         batches = self.split_arguments(overrides, self.max_batch_size)
         jobs = [list(j) for batch in batches for j in batch]
-        configs = [loader.load_sweep_config(self.config, j) for j in jobs]
+        composer = JobComposer(loader, self.config)
+        configs = [composer.compose(j) for j in jobs]
         for cfg in configs:
             job.check(cfg)
         variants = {c.model.name for c in configs}

@@ -1,0 +1,105 @@
+"""What the framework around training costs: whole commands side by side in one run, each
+against ``python -c "import torch"`` (T0) on the same machine, with its peak RSS.
+
+    python bench/overhead.py                  # commands that train nothing, the README's first
+                                              # command, loading the default data set
+    python bench/overhead.py --many           # also the 256-job grid of one-epoch runs
+    python bench/overhead.py --lecture        # also the 16-job lecture grid, basic vs stacked
+
+Each command runs in a fresh temporary folder; the best of ``--repeats`` is kept. The data
+set's load time is measured inside a new process, from the cache that the README's command
+filled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUN = str(Path(__file__).resolve().parent.parent / "run.py")
+CLI = str(Path(sys.executable).with_name("mlp-sweep"))  # installed beside this Python
+PY = sys.executable
+LOAD = (
+    "import time, torch; from mlp_sweep import data; t = time.perf_counter(); "
+    "data.load('mnist_5k', device=torch.device('cpu'), val_size=500); "
+    "print(time.perf_counter() - t)"
+)
+MANY = ["hidden=range(16,528,16)", "lr=0.05,0.1,0.2,0.5", "init_std=0.01,0.1", "epochs=1"]
+LAUNCHERS = ("basic", "stacked")
+LECTURE = ["hidden=50,100", "lr=0.05,0.1,0.5,1.0", "init_std=0.01,0.1", "epochs=20"]
+
+
+def timed(command: list[str], cwd: Path, repeats: int) -> tuple[float, float, str]:
+    """The best wall time of ``command`` in ``cwd``, its largest peak RSS in MB, and the
+    output of its last run."""
+    best, peak, out = float("inf"), 0.0, ""
+    log = cwd / ".bench-output"
+    for _ in range(repeats):
+        with log.open("w") as sink:
+            tic = time.perf_counter()
+            proc = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - tic
+        out = log.read_text()
+        if os.waitstatus_to_exitcode(status):
+            sys.exit(f"{' '.join(command)} failed:\n{out[-2000:]}")
+        best, peak = min(best, seconds), max(peak, usage.ru_maxrss / 1024)
+    return best, peak, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--many", action="store_true", help="the 256-job grid too")
+    parser.add_argument("--lecture", action="store_true", help="the lecture grid, basic/stacked")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, float, float, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        here = Path(tmp)
+
+        def row(name: str, command: list[str], target: str, repeats: int = args.repeats) -> float:
+            seconds, rss, _ = timed(command, here, repeats)
+            rows.append((name, seconds, rss, target))
+            return seconds
+
+        t0 = row("T0: python -c 'import torch'", [PY, "-c", "import torch"], "")
+        for flag in (["--help"], ["--cfg", "job"], ["--info"]):
+            row(f"run.py {' '.join(flag)}", [PY, RUN, *flag], "<= 0.5 T0")
+        completion = ["env", "COMP_LINE=python run.py hidd", PY, RUN, "-sc", "query=bash"]
+        row("run.py -sc query=bash", completion, "<= 0.5 T0")
+        readme = [PY, RUN, "-m", "hidden=50,100,200", "hydra.sweep.dir=readme"]
+        row("README: run.py -m hidden=50,100,200", readme, f"<= T0 + 3.5 s = {t0 + 3.5:.1f} s", 1)
+        shutil.rmtree(here / "readme", ignore_errors=True)
+        row("README: run.py -m hidden=50,100,200", readme, f"<= T0 + 3.5 s = {t0 + 3.5:.1f} s", 1)
+        row("mlp-sweep collect readme", [CLI, "collect", "readme"], "<= 0.5 T0")
+        shutil.copytree(here / "readme", here / "again")
+        row("mlp-sweep compare readme again", [CLI, "compare", "readme", "again"], "<= 0.5 T0")
+        loads = [float(timed([PY, "-c", LOAD], here, 1)[2].split()[-1]) for _ in range(3)]
+        if args.many:
+            many = [PY, RUN, "-m", *MANY, "hydra.sweep.dir=many"]
+            row("256 one-epoch jobs", many, f"<= 14 T0 = {14 * t0:.0f} s", 1)
+        if args.lecture:
+            for launcher in LAUNCHERS:
+                grid = [PY, RUN, "-m", *LECTURE, f"hydra/launcher={launcher}"]
+                row(f"lecture grid, {launcher}", [*grid, f"hydra.sweep.dir={launcher}"], "", 1)
+
+    print("| command | wall | / T0 | peak RSS | target |\n|---|---|---|---|---|")
+    for name, seconds, rss, target in rows:
+        print(f"| {name} | {seconds:.2f} s | {seconds / t0:.2f} | {rss:.0f} MB | {target} |")
+    print(f"\nloading mnist_5k in a new process, from its cache: {min(loads):.3f} s (target 0.1 s)")
+    if args.lecture:
+        basic, stacked = (
+            next(r[1] for r in rows if r[0].endswith(k)) for k in ("basic", "stacked")
+        )
+        print(f"lecture grid: stacked {basic / stacked:.2f}x basic (target 2x)")
+
+
+if __name__ == "__main__":
+    main()

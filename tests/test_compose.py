@@ -1,0 +1,69 @@
+"""A grid's jobs composed by :class:`mlp_sweep.compose.JobComposer` are exactly the configs
+Hydra's own ``load_sweep_config`` composes, across every kind of override."""
+
+from __future__ import annotations
+
+import pytest
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import create_config_search_path
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from mlp_sweep.app import CONFIG_DIR
+from mlp_sweep.compose import JobComposer
+
+SWEEPS = {
+    "values": ["hidden=50,100,200", "lr=0.1,0.5"],
+    "lists": ["hidden=[256,128],[30],7"],
+    "range": ["hidden=range(10,40,10)", "init_std=0.1"],
+    "group choices": ["model=sigmoid_mse,softmax_ce", "optimizer=sgd,adam", "lr=0.1,0.01"],
+    "glob": ["model=glob(*)", "init_std=0.01,0.1"],
+    "add": ["+optimizer.foreach=true,false", "lr=0.1,0.2"],
+    "force add": ["++seed=3,4", "hidden=20,30"],
+    "delete": ["~optimizer.momentum", "lr=0.1,0.2"],
+    "interpolation": ["batch_size=${hidden}", "hidden=50,100"],
+    "swept interpolation": ["batch_size=${hidden},32", "hidden=50,100"],
+    "quotes": ["data.cache_dir='/tmp/a b','/tmp/c,d',\"/tmp/e\"", "lr=0.1,0.2"],
+    "one key twice": ["lr=0.3", "lr=0.1,0.2"],
+    "swept before fixed": ["optimizer.lr=0.1,0.2", "hidden=5,6", "optimizer.lr=0.3"],
+    "nested and parent": ["optimizer.lr=0.1,0.2", "optimizer={lr:0.5}"],
+    "hydra keys": ["hydra.job.name=a", "hydra.verbose=true", "hidden=10,20"],
+    "experiment": ["experiment=l09_softmax_ce", "epochs=1,2"],
+    "list extend": ["hidden=[10]", "hidden=extend_list(20),extend_list(30,40)"],
+}
+
+
+def _loader_and_master(arguments: list[str]):
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONFIG_DIR))
+    master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return loader, master, jobs
+
+
+def _composed(compose, job):
+    try:
+        return OmegaConf.to_container(compose(job), resolve=False)
+    except ConfigCompositionException as err:
+        return ("refused", str(err))
+
+
+@pytest.mark.parametrize("arguments", SWEEPS.values(), ids=SWEEPS.keys())
+def test_each_job_is_the_config_hydra_composes(arguments):
+    loader, master, jobs = _loader_and_master(arguments)
+    composer = JobComposer(loader, master)
+    assert len(jobs) > 1
+    for job in jobs:
+        expected = _composed(lambda j: loader.load_sweep_config(master, j), job)
+        assert _composed(composer.compose, job) == expected, job
+
+
+def test_a_job_config_changed_afterwards_leaves_the_next_jobs_alone():
+    loader, master, jobs = _loader_and_master(["hidden=50,100,200"])
+    composer = JobComposer(loader, master)
+    first = composer.compose(jobs[0])
+    first.epochs = 99  # a launcher sets fields of a job's config (hydra.job.num, ...)
+    assert [composer.compose(j).epochs for j in jobs[1:]] == [master.epochs] * 2
