@@ -3,14 +3,10 @@ so how many torch threads each may use."""
 
 from __future__ import annotations
 
+import functools
 import os
 
-import torch
 from omegaconf import DictConfig
-
-# Torch's own thread count in this process, before any job set one: what a job with
-# `threads` unset gets back after a job that set it.
-TORCH_THREADS = torch.get_num_threads()
 
 
 def parallel_jobs(launcher: DictConfig) -> int:
@@ -61,4 +57,16 @@ def _ray_cpus(launcher: DictConfig) -> int:
 def use_threads(threads: int | None, launcher: DictConfig) -> None:
     """Give torch the threads :func:`job_threads` says, or, where it says none, torch's own
     default (not what an earlier job of this process set)."""
-    torch.set_num_threads(job_threads(threads, launcher) or TORCH_THREADS)
+    import torch  # here: Hydra imports the launchers at start-up, --help included
+
+    default = _torch_threads()  # read before the first job of this process sets any
+    torch.set_num_threads(job_threads(threads, launcher) or default)
+
+
+@functools.cache
+def _torch_threads() -> int:
+    """Torch's own thread count in this process, before any job set one: what a job with
+    ``threads`` unset gets back after a job that set it."""
+    import torch
+
+    return torch.get_num_threads()

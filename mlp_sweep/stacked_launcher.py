@@ -80,8 +80,6 @@ class StackedLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         # Imported here: Hydra imports every plugin at start-up, --help included.
-        import torch
-
         from mlp_sweep import console, group, job
 
         assert self.config is not None and self.hydra_context is not None
