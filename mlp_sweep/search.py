@@ -23,7 +23,6 @@ What the loop adds:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import threading
@@ -48,8 +47,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mlp_sweep import checkpoint, job, loggers, objectives, records, spaces
-from mlp_sweep.config import check_comparable, flatten, is_alias
+from mlp_sweep import identity, job, loggers, objectives, records, spaces
+from mlp_sweep.config import check_comparable
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
@@ -216,7 +215,7 @@ class SearchSweeper(OptunaSweeperImpl):
         # The settings as a trial sees them: the config with every fixed value applied.
         fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
         shared = self.hydra_context.config_loader.load_sweep_config(self.config, fixed_job)
-        self._check_study(study, _settings(shared, space))
+        identity.check(study, identity.settings(shared, space), Path(self.sweep_dir))
         for params in self.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
         log.info(
@@ -268,28 +267,6 @@ class SearchSweeper(OptunaSweeperImpl):
                 f"parameter, and {' and '.join(continuous)} {what}: give each as "
                 "choice(...) or range(...), or use another sampler"
             )
-
-    def _check_study(self, study: optuna.Study, settings: dict[str, Any]) -> None:
-        """Record the settings a new study starts with; refuse to continue a study that was
-        started with others, since its trials would then be ranked against different ones."""
-        recorded = study.user_attrs.get(SETTINGS)
-        if recorded is not None:
-            differ = _setting_differences(recorded, settings)
-            if differ:
-                raise ConfigError(
-                    f"study {study.study_name} was started with other settings ({differ}); "
-                    "give the same settings to continue it, or start another study with "
-                    "hydra.sweeper.study_name=<a new name>"
-                )
-            return
-        sweep_dir = Path(self.sweep_dir)
-        if not study.trials and sweep_dir.is_dir() and any(sweep_dir.rglob(records.METRICS_FILE)):
-            raise ConfigError(
-                f"{sweep_dir} holds the runs of an earlier study that the storage no longer "
-                "has; move them away, or choose another hydra.sweep.dir or "
-                "hydra.sweeper.study_name"
-            )
-        study.set_user_attr(SETTINGS, settings)
 
     def _within_budget(self, study: optuna.Study) -> None:
         """Stop once more than ``max_failure_rate`` of ``n_trials`` have failed, counting the
@@ -479,37 +456,6 @@ def _checked_timeout(timeout: float | None) -> float | None:
             "or null for no limit"
         )
     return timeout
-
-
-# The study's user attribute holding the settings it was started with.
-SETTINGS = "settings"
-
-
-def _settings(config: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
-    """The settings every trial of a study shares: the resolved config, flat, without the
-    searched parameters (and the keys of a searched config group), the config's own aliases
-    of other keys (``optimizer.lr: ${lr}``), and the keys that say where, not what, a run
-    trains (``device``, ``data.root``, ...)."""
-    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-    raw = flatten(OmegaConf.to_container(task, resolve=False))
-    resolved = flatten(OmegaConf.to_container(task, resolve=True))
-    searched = tuple(space)
-    settings = {
-        key: value
-        for key, value in resolved.items()
-        if not checkpoint.is_free(key)
-        and key != "trial"
-        and not any(key == s or key.startswith(f"{s}.") for s in searched)
-        and not is_alias(raw[key])
-    }
-    return json.loads(json.dumps(settings, default=str))  # as the study's storage keeps it
-
-
-def _setting_differences(before: dict[str, Any], now: dict[str, Any]) -> str:
-    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    return ", ".join(
-        f"{k}={before.get(k, 'searched')} then, {now.get(k, 'searched')} now" for k in keys[:3]
-    )
 
 
 def _continuous(distribution: Any) -> bool:
