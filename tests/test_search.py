@@ -233,3 +233,64 @@ def test_an_in_memory_study_names_the_best_trials_own_folder(run_app, tmp_path):
     )  # fmt: skip
     assert again.code == 2  # a new study would write over the trial folders of the last one
     assert "holds the runs of an earlier study" in again.err
+
+
+# A grid of four points; the other parameters fixed.
+GRID = (
+    "hparams_search=optuna",
+    "epochs=1",
+    "hydra/sweeper/sampler=grid",
+    'hydra.sweeper.params.lr="choice(0.1,0.5)"',
+    'hydra.sweeper.params.hidden="choice(10,20)"',
+    'hydra.sweeper.params.init_std="choice(0.1)"',
+    'hydra.sweeper.params.batch_size="choice(100)"',
+    'hydra.sweeper.params.model="choice(softmax_ce)"',
+)
+
+
+def test_a_grid_search_runs_each_point_once_and_ends_with_its_report(run_app, tmp_path):
+    first = run_app(*GRID, "hydra.sweeper.n_trials=3")
+    assert first.code == 0, first.err
+    again = run_app(*GRID, "hydra.sweeper.n_trials=20")
+    assert again.code == 0, again.err
+    assert "Best trial: #" in again.out
+    study = load(tmp_path)
+    points = sorted((t.params["lr"], t.params["hidden"]) for t in study.trials)
+    assert points == [(0.1, 10), (0.1, 20), (0.5, 10), (0.5, 20)]
+    assert states(study) == ["COMPLETE"] * 4
+    assert all((tmp_path / "outputs/optuna" / STUDY / name).is_file() for name in STUDY_PLOTS)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is invalid: must be"),
+        (["hydra.sweeper.n_trials=-3"], "hydra.sweeper.n_trials=-3 is invalid"),
+        (["hydra.sweeper.enqueue=[{hiden: 7}]"], "enqueue: hiden is not a searched parameter"),
+        (["hydra.sweeper.enqueue=[{hidden: 7}]"], "enqueue: hidden=7 is invalid: allowed: 25,"),
+        (
+            ["hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.reduction_factor=1"],
+            "hydra/sweeper/pruner cannot be built with these arguments: ",
+        ),
+        (
+            ["hydra/sweeper/sampler=random", "+hydra.sweeper.sampler.nope=1"],
+            "hydra/sweeper/sampler cannot be built with these arguments: ",
+        ),
+    ],
+)
+def test_search_arguments_are_checked_before_the_first_trial(run_app, tmp_path, args, says):
+    result = run_app("hparams_search=optuna", *args, "epochs=1")
+    assert result.code == 2, result.err
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert not list(tmp_path.rglob("metrics.json"))
+    assert not (tmp_path / "outputs/optuna" / STUDY / "optuna_history.png").exists()
+
+
+def test_the_cmaes_sampler_runs(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna", "hydra/sweeper/sampler=cmaes", "hydra.sweeper.n_trials=3",
+        "epochs=1", "hidden=8", "model=softmax_ce", "batch_size=100",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert states(load(tmp_path)) == ["COMPLETE"] * 3
