@@ -2,11 +2,16 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from mlp_sweep.records import STUDY_PLOTS
 
@@ -294,3 +299,66 @@ def test_the_cmaes_sampler_runs(run_app, tmp_path):
     )  # fmt: skip
     assert result.code == 0, result.err
     assert states(load(tmp_path)) == ["COMPLETE"] * 3
+
+
+def kill_after(root: Path, trial: int, status: str = "complete") -> None:
+    """Leave ``trial`` as a search killed just after its run wrote ``status`` leaves it:
+    RUNNING in the study, with a heartbeat that goes stale, its folder written (a copy of
+    trial 0's run, renumbered)."""
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{root}/outputs/optuna/{STUDY}.db", heartbeat_interval=1, grace_period=1
+    )
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    done = study.trials[0]
+    running = study.ask(fixed_distributions=done.distributions)
+    folder = root / "outputs" / "optuna" / STUDY
+    run = json.loads((folder / "0" / "metrics.json").read_text())
+    run["trial"]["number"] = running.number
+    run["status"] = status
+    (folder / str(running.number)).mkdir()
+    (folder / str(running.number) / "metrics.json").write_text(json.dumps(run))
+    running.set_user_attr("run_dir", str(folder / str(running.number)))
+    storage.record_heartbeat(running._trial_id)
+
+
+def test_a_trial_killed_after_its_run_ended_is_told_from_its_folder(run_app, tmp_path):
+    search = ("hparams_search=optuna", "epochs=1", "hidden=8", "hydra.sweeper.grace_period=1")
+    assert run_app(*search, "hydra.sweeper.n_trials=1").code == 0
+    kill_after(tmp_path, 1)
+    again = run_app(*search, "hydra.sweeper.n_trials=2")
+    assert again.code == 0, again.err
+    study = load(tmp_path)
+    assert states(study) == ["COMPLETE", "COMPLETE"]  # not retrained as a third trial
+    assert study.trials[1].value == metrics(tmp_path, 1)["objective"]["value"]
+    summary = pd.read_csv(tmp_path / "outputs" / "optuna" / STUDY / "summary.csv")
+    assert sorted(summary["trial"]) == [0, 1]
+
+
+def test_ctrl_c_in_a_stacked_search_keeps_the_trials_that_finished(tmp_path):
+    """Two groups of different widths train one after the other in one launch; Ctrl-C once
+    the first has finished: its trials stay COMPLETE, only the others go back to the queue."""
+    search = [
+        sys.executable, str(REPO / "run.py"), "hparams_search=optuna", "epochs=3",
+        "hydra/launcher=stacked", "hydra.launcher.max_members=6", "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.enqueue=[{hidden: 25}, {hidden: 25}, {hidden: 400}, {hidden: 400}]",
+        "data=mnist_5k", "batch_size=32",
+    ]  # fmt: skip
+    proc = subprocess.Popen(search, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    folder = tmp_path / "outputs" / "optuna" / STUDY
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [p for p in folder.glob("*/metrics.json") if '"status": "complete"' in p.read_text()]
+        if done:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert done, "no group finished before the search ended"
+    study = load(tmp_path)
+    finished = {int(p.parent.name) for p in done}
+    for trial in study.trials[:4]:
+        if trial.number in finished:
+            assert trial.state.name == "COMPLETE"
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert len(waiting) == sum(t.state.name == "FAIL" for t in study.trials[:4])
+    assert len(waiting) < 4
