@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import optuna
 import pandas as pd
 import pytest
@@ -362,3 +363,22 @@ def test_ctrl_c_in_a_stacked_search_keeps_the_trials_that_finished(tmp_path):
     waiting = [t for t in study.trials if t.state.name == "WAITING"]
     assert len(waiting) == sum(t.state.name == "FAIL" for t in study.trials[:4])
     assert len(waiting) < 4
+
+
+def test_a_stale_trials_tracker_record_ends_failed(run_app, tmp_path):
+    search = (
+        "hparams_search=optuna", "epochs=1", "hidden=8", "hydra.sweeper.grace_period=1",
+        "logger=[csv,mlflow]",
+    )  # fmt: skip
+    assert run_app(*search, "hydra.sweeper.n_trials=1").code == 0
+    kill_after(tmp_path, 1, status="running")  # killed while trial 1 trained
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    experiment = client.get_experiment_by_name(STUDY).experiment_id
+    run_dir = tmp_path / "outputs" / "optuna" / STUDY / "1"
+    killed = client.create_run(experiment, tags={"run_dir": str(run_dir)}).info.run_id
+    time.sleep(1.5)  # its heartbeat goes stale
+    again = run_app(*search, "hydra.sweeper.n_trials=2")
+    assert again.code == 0, again.err
+    assert states(load(tmp_path)) == ["COMPLETE", "FAIL", "COMPLETE"]  # retried as trial 2
+    assert metrics(tmp_path, 1)["status"] == "failed"
+    assert client.get_run(killed).info.status == "FAILED"
