@@ -260,3 +260,33 @@ def test_compare_never_writes_its_summary_over_a_sweeps_own(sweeps, capsys):
     assert cli.main(args) == 2
     assert "holds runs, whose summary files are their own" in capsys.readouterr().err
     assert (sweeps["slow"] / "summary.csv").read_bytes() == kept
+
+
+def test_one_unreadable_run_leaves_the_swept_parameters_as_they_are(sweeps, tmp_path):
+    copy = shutil.copytree(sweeps["slow"], tmp_path / "one_broken")
+    shutil.copytree(copy / "1", copy / "2")
+    (copy / "2" / "metrics.json").write_text("{")
+    c = collect.write_summary(copy)
+    assert c.params == ["hidden"]
+    table = (copy / "summary.md").read_text()
+    assert "differ only in seed" not in table
+    assert "| 20 " in table and "20.0" not in table  # integers stay integers
+    assert pd.read_csv(copy / "summary.csv")["hidden"].tolist()[:2] == [20, 40]
+
+
+def test_the_best_line_names_only_the_parameters_of_its_run(tmp_path):
+    args = ["-m", "optimizer=sgd,adamw", "epochs=1", "hidden=8", "hydra.sweep.dir=s"]
+    assert run_in_process(*args, cwd=tmp_path).code == 0
+    best = next(
+        line for line in (tmp_path / "s" / "summary.md").read_text().splitlines()
+        if line.startswith("Best: ")
+    )  # fmt: skip
+    assert "nan" not in best, best
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_compare_out_onto_a_file_is_a_one_line_error(sweeps, tmp_path, capsys, where):
+    (tmp_path / "a_file").write_text("")
+    assert cli.main(["compare", str(sweeps["slow"]), "--out", str(tmp_path / where)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --out ") and "is not a folder" in line
