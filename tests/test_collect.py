@@ -276,6 +276,7 @@ def test_one_unreadable_run_leaves_the_swept_parameters_as_they_are(sweeps, tmp_
 
 def test_the_best_line_names_only_the_parameters_of_its_run(tmp_path):
     args = ["-m", "optimizer=sgd,adamw", "epochs=1", "hidden=8", "hydra.sweep.dir=s"]
+    args.append("hydra/launcher=basic")
     assert run_in_process(*args, cwd=tmp_path).code == 0
     best = next(
         line for line in (tmp_path / "s" / "summary.md").read_text().splitlines()
