@@ -274,15 +274,11 @@ def test_one_unreadable_run_leaves_the_swept_parameters_as_they_are(sweeps, tmp_
     assert pd.read_csv(copy / "summary.csv")["hidden"].tolist()[:2] == [20, 40]
 
 
-def test_the_best_line_names_only_the_parameters_of_its_run(tmp_path):
-    args = ["-m", "optimizer=sgd,adamw", "epochs=1", "hidden=8", "hydra.sweep.dir=s"]
-    args.append("hydra/launcher=basic")
-    assert run_in_process(*args, cwd=tmp_path).code == 0
-    best = next(
-        line for line in (tmp_path / "s" / "summary.md").read_text().splitlines()
-        if line.startswith("Best: ")
-    )  # fmt: skip
-    assert "nan" not in best, best
+def test_a_runs_setting_leaves_out_the_parameters_it_has_not():
+    adamw = pd.Series({"optimizer": "adamw", "lr": 0.003, "optimizer.momentum": math.nan})
+    assert collect.setting(adamw, ["optimizer", "lr", "optimizer.momentum"]) == (
+        "optimizer=adamw, lr=0.003"
+    )
 
 
 @pytest.mark.parametrize("where", ["a_file", "a_file/below"])
