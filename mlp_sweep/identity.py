@@ -53,14 +53,15 @@ def of(
 ) -> Identity:
     """The identity of a search: ``shared`` is a trial's config with every fixed value
     applied; ``variants`` the same for each choice of a searched config group, keyed by
-    ``group=choice`` (``model=relu_ce``), since a setting under a searched group
-    (``model.activation=relu``) applies to every trial too."""
+    ``group=choice`` (``model=softmax_ce``), since a setting under a searched group
+    (``model.activation=relu``) applies to every trial too; it is recorded for each choice
+    (``model[softmax_ce].activation``)."""
     settings = _settings(shared, searched)
-    for choice, cfg in (variants or {}).items():
-        group = choice.split("=", 1)[0]
+    for variant, cfg in (variants or {}).items():
+        group, choice = variant.split("=", 1)
         for key, value in _settings(cfg, {}).items():
             if key.startswith(f"{group}."):
-                settings[f"{key} ({choice})"] = value
+                settings[f"{group}[{choice}]{key.removeprefix(group)}"] = value
     space = {
         "params": {k: show(d) for k, d in sorted(searched.items())},
         "function": function,

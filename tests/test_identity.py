@@ -34,7 +34,7 @@ def refused(result, *says: str) -> None:
 def test_a_setting_under_a_searched_group_is_part_of_the_study(run_app, tmp_path):
     assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
     other = run_app(*FAST, "hydra.sweeper.n_trials=2", "model.activation=relu")
-    refused(other, "model.activation (model=", "sigmoid then, relu now")
+    refused(other, "model[softmax_ce].activation=sigmoid then, relu now")
     assert len(load(tmp_path).trials) == 1
 
 
