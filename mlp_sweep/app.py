@@ -74,6 +74,8 @@ def main() -> None:
     except InstantiationException as err:  # a plugin's constructor refused its settings
         if isinstance(err.__cause__, BadInput):
             _bad_input(err.__cause__)
+        if "execution whitelist" in str(err):  # a `_target_` this app does not trust
+            _bad_input(err)
         raise
     except (RunFailed, SweepFailed) as err:  # a run diverged, or a sweep's runs failed
         _fail(err)
@@ -107,7 +109,15 @@ def describe(err: BaseException) -> str:
         return f"{mark.name}, line {mark.line + 1}: {err.problem}{context}"
     if isinstance(err, MissingConfigException) and err.missing_cfg_file:
         return _missing_option(err)
-    first = str(err).strip().splitlines()[0] if str(err).strip() else one_line(err)
+    if isinstance(err, InstantiationException):  # its lines are one sentence, then the key
+        lines = str(err).strip().splitlines()
+        key = [line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")]
+        said = " ".join(line.strip() for line in lines if not line.startswith("full_key:"))
+        return f"{key[0]}: {said}" if key else said
+    lines = [line.strip() for line in str(err).strip().splitlines()]
+    first = lines[0] if lines else one_line(err)
+    if first.endswith(":") and len(lines) > 1:  # "ConfigKeyError raised while composing
+        first = f"{first} {lines[1]}"  # config:", with the reason on the next line
     cause = err.__cause__
     if isinstance(cause, OmegaConfBaseException):
         return f"{first.rstrip('.')}: {str(cause).strip().splitlines()[0]}"

@@ -70,6 +70,10 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    blocked = args.out and next((p for p in (args.out, *args.out.parents) if p.is_file()), None)
+    if blocked:
+        print(f"error: --out {args.out} is not a folder: {blocked} is a file", file=sys.stderr)
+        return 2
     if args.out and args.out.is_dir() and collect.run_dirs(args.out):
         print(
             f"error: --out {args.out} holds runs, whose summary files are their own; "
@@ -85,15 +89,25 @@ def _compare(args: argparse.Namespace) -> int:
     text = collect.to_markdown(c, title, sort=args.sort, top=args.top)
     print(text)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        records.atomic_write(args.out / records.SUMMARY_MD, lambda tmp: tmp.write_text(text))
-        table = collect.ranked(c, args.sort)
-        records.atomic_write(
-            args.out / records.SUMMARY_CSV, lambda tmp: table.to_csv(tmp, index=False)
-        )
-        collect.write_plot(c, args.out / records.SUMMARY_PNG)
+        try:
+            _write_comparison(c, args, text)
+        except OSError as err:
+            where = err.filename or args.out
+            print(
+                f"error: --out {args.out} cannot be written: {where}: {err.strerror}",
+                file=sys.stderr,
+            )
+            return 1
         print(f"\nwrote {_SUMMARY_FILES} in {args.out}")
     return 0
+
+
+def _write_comparison(c: collect.Collection, args: argparse.Namespace, text: str) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    records.atomic_write(args.out / records.SUMMARY_MD, lambda tmp: tmp.write_text(text))
+    table = collect.ranked(c, args.sort)
+    records.atomic_write(args.out / records.SUMMARY_CSV, lambda tmp: table.to_csv(tmp, index=False))
+    collect.write_plot(c, args.out / records.SUMMARY_PNG)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -80,6 +80,9 @@ def collect(folders: Sequence[Path], metric: str | Sequence[str] | None = None) 
                 histories[label] = history
     runs = pd.DataFrame(rows)
     extra = [col for col in runs.columns if col not in (*_FIXED_COLUMNS, "label")]
+    for col in extra:  # as read: an integer stays one beside a run without that key
+        if any(isinstance(r.get(col), int) for r in rows):
+            runs[col] = pd.Series([r.get(col) for r in rows], index=runs.index, dtype=object)
     runs = runs.reindex(columns=[*_FIXED_COLUMNS, *extra, "label"]).set_index("label", drop=False)
     if metric is None or isinstance(metric, str):  # the objective most runs have
         found = Counter(tuple(objectives.names(r["objective"])) for r in rows if r.get("objective"))
@@ -235,9 +238,14 @@ def to_markdown(c: Collection, title: str, sort: str | None = None, top: int | N
 
 
 def setting(run: pd.Series, params: Sequence[str]) -> str:
-    """A run's swept values as ``hidden=50, lr=0.1``."""
-    shown = [f"{p}={_short(run[p])}" for p in params if p != "trial"]
+    """A run's swept values as ``hidden=50, lr=0.1``, without those it has not (momentum for
+    an Adam run)."""
+    shown = [f"{p}={_short(run[p])}" for p in params if p != "trial" and not _missing(run[p])]
     return ", ".join(shown) or "one setting"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _short(value: Any) -> Any:
@@ -337,7 +345,8 @@ def _varying(runs: pd.DataFrame) -> list[str]:
     group already determines (``optimizer.momentum`` when ``optimizer`` varies)."""
     fixed = {*_FIXED_COLUMNS, "label", "objective", "trial"}
     candidates = [c for c in runs.columns if c not in fixed]
-    varying = [c for c in candidates if runs[c].map(str).nunique() > 1]  # NaN counts too
+    read = runs[runs["status"] != INCOMPLETE]  # a run without a record has no settings
+    varying = [c for c in candidates if read[c].map(_key).nunique() > 1]  # NaN counts too
     groups = [c for c in varying if "." not in c]
     keep = []
     for col in varying:
@@ -347,6 +356,11 @@ def _varying(runs: pd.DataFrame) -> list[str]:
         keep.append(col)
     trial = ["trial"] if "trial" in runs.columns else []  # Optuna's trial number, first
     return trial + sorted(keep, key=lambda c: ("." in c, c))
+
+
+def _key(value: Any) -> str:
+    """A cell as text, with a missing value as one, whether None or NaN."""
+    return "nan" if _missing(value) else str(value)
 
 
 def _pareto(runs: pd.DataFrame, names: list[str]) -> list[bool]:

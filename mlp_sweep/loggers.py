@@ -90,6 +90,26 @@ def prepare(cfg: DictConfig, sweep_dir: Path) -> None:
             log.debug("the MLflow experiment of %s could not be prepared: %s", sweep_dir, err)
 
 
+def settle(cfg: DictConfig, run_dir: Path, data: dict[str, Any]) -> None:
+    """End the tracker's record of a run that ended without telling it, such as a run whose
+    sweep was killed: it ends as ``data`` (its metrics.json) says, not RUNNING forever."""
+    if "mlflow" not in (cfg.get("logger") or {}) or not _installed("mlflow"):
+        return
+    try:
+        client = _mlflow_client(cfg.logger.mlflow)
+        found = client.get_experiment_by_name(experiment_name(cfg, run_dir))
+        if found is None:
+            return
+        for run in _MLflow.runs_of(client, found.experiment_id, run_dir):
+            if run.info.status == "RUNNING":
+                if data.get("error"):
+                    client.set_tag(run.info.run_id, "error", data["error"][:5000])
+                client.set_tag(run.info.run_id, "status", data["status"])
+                client.set_terminated(run.info.run_id, status=MLFLOW_STATUS[data["status"]])
+    except Exception as err:
+        log.warning("the MLflow run of %s could not be ended: %s", run_dir, one_line(err)[:300])
+
+
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -138,8 +158,9 @@ def start(cfg: DictConfig, run_dir: Path, data: dict[str, Any]) -> Loggers:
     loggers = Loggers(run_dir)
     chosen = cfg.get("logger") or {}
     hparams = _hparams(data)
+    fresh = data["epochs_run"] == 0  # else it continues from a checkpoint
     if "tensorboard" in chosen:
-        loggers.add("tensorboard", lambda: _TensorBoard(run_dir, hparams))
+        loggers.add("tensorboard", lambda: _TensorBoard(run_dir, hparams, fresh))
     if "mlflow" in chosen:
         name = experiment_name(cfg, run_dir)
         loggers.add("mlflow", lambda: _MLflow(cfg, run_dir, name, hparams, data))
@@ -169,10 +190,13 @@ class _TensorBoard:
     """Event files in the run folder, written by ``torch.utils.tensorboard``: the run is one
     TensorBoard run and one HParams session, named after its folder."""
 
-    def __init__(self, run_dir: Path, hparams: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, hparams: dict[str, Any], fresh: bool) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+        if fresh:  # the run starts afresh: an earlier attempt's events are not this run's
+            for old in run_dir.glob("events.out.tfevents.*"):
+                old.unlink()
         self.writer = SummaryWriter(log_dir=str(run_dir))
         # Only the session start, no experiment summary: TensorBoard then builds the HParams
         # table from every run's start info, so all runs of a sweep share its columns.
@@ -221,8 +245,11 @@ def _mlflow_client(settings: DictConfig) -> Any:
 
 class _MLflow:
     """One MLflow run per job, through ``MlflowClient`` (no global active run, so jobs in
-    one process never share one). A job that continues from its checkpoint continues its
-    MLflow run, found by the ``run_dir`` tag."""
+    one process never share one), found by its ``run_dir`` tag. A job that continues from
+    its checkpoint continues its MLflow run, or, if its parameters changed (more ``epochs``),
+    replaces it with a run that has its history so far: MLflow never changes a parameter. A
+    run started afresh replaces it too. A replaced MLflow run is deleted (recoverable with
+    ``mlflow gc``'s counterpart, ``mlflow runs restore``), so each run folder has one."""
 
     def __init__(
         self,
@@ -237,13 +264,14 @@ class _MLflow:
         self.run_dir = run_dir
         self.client = _mlflow_client(cfg.logger.mlflow)
         experiment_id = self.experiment(self.client, cfg, experiment)
-        earlier = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.run_dir = '{run_dir}'", max_results=1
-        )
-        if earlier:
+        earlier = self.runs_of(self.client, experiment_id, run_dir)
+        same = {k: str(v) for k, v in hparams.items()}
+        if earlier and data["epochs_run"] > 0 and earlier[0].data.params == same:
             self.run_id = earlier[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             return
+        for run in earlier:
+            self.client.delete_run(run.info.run_id)
         tags = {"run_dir": str(run_dir), "sweep": experiment, "status": data["status"]}
         if data.get("trial"):
             tags["trial"] = str(data["trial"]["number"])
@@ -251,6 +279,17 @@ class _MLflow:
         self.run_id = run.info.run_id
         params = [Param(k, str(v)) for k, v in hparams.items()]
         self.client.log_batch(self.run_id, params=params, tags=[RunTag("seed", str(data["seed"]))])
+        for epoch in data["history"]:  # the epochs of the run it continues, if any
+            self.log_epoch(epoch)
+
+    @staticmethod
+    def runs_of(client: Any, experiment_id: str, run_dir: Path) -> list[Any]:
+        """The MLflow runs of a run folder, the latest first."""
+        return client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.run_dir = '{run_dir}'",
+            order_by=["attributes.start_time DESC"],
+        )
 
     @staticmethod
     def experiment(client: Any, cfg: DictConfig, name: str) -> str:

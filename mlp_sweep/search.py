@@ -23,7 +23,6 @@ What the loop adds:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import threading
@@ -37,6 +36,7 @@ from typing import Any
 import optuna
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
+from hydra.errors import InstantiationException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import (
@@ -48,8 +48,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mlp_sweep import checkpoint, job, loggers, objectives, records, spaces
-from mlp_sweep.config import check_comparable, flatten, is_alias
+from mlp_sweep import identity, job, loggers, objectives, records, spaces
+from mlp_sweep.config import check_comparable
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
@@ -156,6 +156,11 @@ class SearchSweeper(OptunaSweeperImpl):
         timeout: float | None,
         **optuna_sweeper: Any,
     ) -> None:
+        n_trials = optuna_sweeper["n_trials"]
+        if n_trials < 1:
+            raise ConfigError(
+                f"hydra.sweeper.n_trials={n_trials} is invalid: must be a whole number >= 1"
+            )
         rate = optuna_sweeper["max_failure_rate"]
         if not 0 <= rate <= 1:
             raise ConfigError(
@@ -183,6 +188,10 @@ class SearchSweeper(OptunaSweeperImpl):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         loggers.check(config)  # before the first trial, not once in every trial
         _check_pruning(config)
+        try:  # as each trial builds it, once here so that bad arguments fail no trial
+            instantiate(config.hydra.sweeper.pruner, _execution_whitelist_=TRUSTED["pruner"])
+        except Exception as err:
+            raise ConfigError(_refused("pruner", err)) from None
         wanted = _direction(config.objective)
         if self.direction not in (None, wanted):
             raise ConfigError(
@@ -203,6 +212,8 @@ class SearchSweeper(OptunaSweeperImpl):
         self._check(space)
         if self.space is not None:
             self._check_space(space, fixed, fixed_overrides)
+        else:
+            _check_enqueued(self.enqueue, space)
         storage = self._open_storage()
         self.sampler = self._sampler(storage)
         self._use_grid(space)
@@ -213,10 +224,7 @@ class SearchSweeper(OptunaSweeperImpl):
             directions=objectives.directions(self.config.objective),
             load_if_exists=True,
         )
-        # The settings as a trial sees them: the config with every fixed value applied.
-        fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
-        shared = self.hydra_context.config_loader.load_sweep_config(self.config, fixed_job)
-        self._check_study(study, _settings(shared, space))
+        identity.check(study, self._identity(space, fixed, fixed_overrides))
         for params in self.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
         log.info(
@@ -242,8 +250,9 @@ class SearchSweeper(OptunaSweeperImpl):
                 try:
                     returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
                 except KeyboardInterrupt:
-                    for trial in trials:
-                        _retry(study, trial)
+                    for trial in trials:  # those whose run finished count; the rest go back
+                        if not _settle(study, _stored(study, trial.number), self.config):
+                            _retry(study, trial)
                     raise
                 for trial, ret in zip(trials, returns):
                     _tell(study, trial, ret)
@@ -251,45 +260,48 @@ class SearchSweeper(OptunaSweeperImpl):
                 self._within_budget(study)
         self._report(study)
 
+    def _identity(
+        self, space: dict[str, Any], fixed: dict[str, Any], fixed_overrides: list[str]
+    ) -> identity.Identity:
+        """The search's identity: the settings of a trial's config with every fixed value
+        applied (and of each choice of a searched config group), the space, the folder."""
+        assert self.hydra_context is not None
+        loader = self.hydra_context.config_loader
+        fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
+        groups = self.config.hydra.runtime.choices
+        variants = {
+            f"{name}={choice}": loader.load_sweep_config(
+                self.config, [*fixed_job, f"{name}={choice}"]
+            )
+            for name, distribution in space.items()
+            if name in groups and _is_choice(distribution)
+            for choice in distribution.choices
+        }
+        return identity.of(
+            loader.load_sweep_config(self.config, fixed_job),
+            space,
+            self.space.path if self.space is not None else None,
+            Path(self.sweep_dir),
+            variants,
+        )
+
     def _check(self, space: dict[str, Any]) -> None:
         """What can be told before the study is opened: the fixed settings, the losses the
         objective would compare, a grid sampler over a continuous space."""
         job.check(self.config)
         variants = {self.config.model.name}
         for key in ("model", "model.name"):
-            if isinstance(space.get(key), optuna.distributions.CategoricalDistribution):
+            if _is_choice(space.get(key)):
                 variants = {str(choice) for choice in space[key].choices}
         check_comparable(self.config.objective, variants)
         continuous = [name for name, d in space.items() if _continuous(d)]
-        if continuous and self.sampler_settings.get("_target_") == "optuna.samplers.GridSampler":
+        if continuous and _is_grid(self.sampler_settings):
             what = "is a continuous interval" if len(continuous) == 1 else "are intervals"
             raise ConfigError(
                 f"hydra/sweeper/sampler=grid needs a finite set of values for every "
                 f"parameter, and {' and '.join(continuous)} {what}: give each as "
                 "choice(...) or range(...), or use another sampler"
             )
-
-    def _check_study(self, study: optuna.Study, settings: dict[str, Any]) -> None:
-        """Record the settings a new study starts with; refuse to continue a study that was
-        started with others, since its trials would then be ranked against different ones."""
-        recorded = study.user_attrs.get(SETTINGS)
-        if recorded is not None:
-            differ = _setting_differences(recorded, settings)
-            if differ:
-                raise ConfigError(
-                    f"study {study.study_name} was started with other settings ({differ}); "
-                    "give the same settings to continue it, or start another study with "
-                    "hydra.sweeper.study_name=<a new name>"
-                )
-            return
-        sweep_dir = Path(self.sweep_dir)
-        if not study.trials and sweep_dir.is_dir() and any(sweep_dir.rglob(records.METRICS_FILE)):
-            raise ConfigError(
-                f"{sweep_dir} holds the runs of an earlier study that the storage no longer "
-                "has; move them away, or choose another hydra.sweep.dir or "
-                "hydra.sweeper.study_name"
-            )
-        study.set_user_attr(SETTINGS, settings)
 
     def _within_budget(self, study: optuna.Study) -> None:
         """Stop once more than ``max_failure_rate`` of ``n_trials`` have failed, counting the
@@ -350,18 +362,24 @@ class SearchSweeper(OptunaSweeperImpl):
 
     def _sampler(self, storage: Any) -> optuna.samplers.BaseSampler:
         """The configured sampler. A study that already has trials offsets its seed by their
-        count, so a resumed search never replays the draws of its first session."""
+        count, so a resumed search never replays the draws of its first session; but for
+        the grid, whose seed orders the grid points that the trial numbers then pick."""
         settings = dict(self.sampler_settings)
-        if settings.get("seed") is not None:
+        if settings.get("seed") is not None and not _is_grid(settings):
             try:
                 study = optuna.load_study(study_name=self.study_name, storage=storage)
                 settings["seed"] += len(study.get_trials(deepcopy=False))
             except KeyError:  # a new study
                 pass
-        return instantiate(settings, _execution_whitelist_=TRUSTED["sampler"])
+        try:
+            return instantiate(settings, _execution_whitelist_=TRUSTED["sampler"])
+        except Exception as err:
+            raise ConfigError(_refused("sampler", err)) from None
 
     def _batch_size(self, study: optuna.Study) -> int | None:
         """How many trials to ask for next: None when the study has its total."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            _settle(study, trial, self.config)  # ended, though its sweep did not tell it
         optuna.storages.fail_stale_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         to_go = self.n_trials - _finished(study) - running
@@ -382,7 +400,7 @@ class SearchSweeper(OptunaSweeperImpl):
                     heartbeat_interval=self.heartbeat_interval,
                     grace_period=self.grace_period,
                     heartbeat_stale_trial_callback=functools.partial(
-                        _stale, max_retry=self.max_retry
+                        _stale, max_retry=self.max_retry, config=self.config
                     ),
                 )
             except Exception as err:
@@ -397,7 +415,7 @@ class SearchSweeper(OptunaSweeperImpl):
         sampler = self.sampler
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
             grid = {name: self._to_grid_sampler_choices(d) for name, d in space.items()}
-            self.sampler = sampler(grid)
+            self.sampler = _Grid(grid, *sampler.args, **sampler.keywords)
             self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
 
     def _report(self, study: optuna.Study) -> None:
@@ -463,6 +481,49 @@ def _check_pruning(config: DictConfig) -> None:
         )
 
 
+def _refused(part: str, err: Exception) -> str:
+    """One line for a sampler or pruner that its arguments fail: its constructor's reason
+    (Hydra's next lines name the config key, which the line names already)."""
+    cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return f"hydra/sweeper/{part} cannot be built with these arguments: {reason}"
+
+
+def _is_grid(sampler: dict[str, Any]) -> bool:
+    return sampler.get("_target_") == "optuna.samplers.GridSampler"
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, but for its end: it stops ``study.optimize`` once every point
+    is visited, and the sweeper, which asks for trials itself, stops at the grid's size."""
+
+    def after_trial(self, *args: Any) -> None:
+        pass
+
+
+def _check_enqueued(enqueued: Sequence[dict[str, Any]], space: dict[str, Any]) -> None:
+    """Refuse an enqueued parameter set that names a parameter the search has not, or a
+    value outside its parameter's distribution."""
+    for params in enqueued:
+        for name, value in params.items():
+            if name not in space:
+                raise ConfigError(
+                    f"hydra.sweeper.enqueue: {name} is not a searched parameter; allowed: "
+                    f"{', '.join(sorted(space)) or 'none (nothing is searched)'}"
+                )
+            # A number outside an interval is taken, as Optuna takes it (with a warning):
+            # a search may try a point beyond its range on purpose.
+            if _is_choice(space[name]) and value not in space[name].choices:
+                raise ConfigError(
+                    f"hydra.sweeper.enqueue: {name}={value} is invalid: allowed: "
+                    f"{', '.join(map(str, space[name].choices))}"
+                )
+
+
+def _is_choice(distribution: Any) -> bool:
+    return isinstance(distribution, optuna.distributions.CategoricalDistribution)
+
+
 def _check_space_sampler(space: spaces.Space | None, sampler: DictConfig) -> None:
     if space is not None and sampler.get("_target_") == "optuna.samplers.GridSampler":
         raise ConfigError(
@@ -479,37 +540,6 @@ def _checked_timeout(timeout: float | None) -> float | None:
             "or null for no limit"
         )
     return timeout
-
-
-# The study's user attribute holding the settings it was started with.
-SETTINGS = "settings"
-
-
-def _settings(config: DictConfig, space: dict[str, Any]) -> dict[str, Any]:
-    """The settings every trial of a study shares: the resolved config, flat, without the
-    searched parameters (and the keys of a searched config group), the config's own aliases
-    of other keys (``optimizer.lr: ${lr}``), and the keys that say where, not what, a run
-    trains (``device``, ``data.root``, ...)."""
-    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-    raw = flatten(OmegaConf.to_container(task, resolve=False))
-    resolved = flatten(OmegaConf.to_container(task, resolve=True))
-    searched = tuple(space)
-    settings = {
-        key: value
-        for key, value in resolved.items()
-        if not checkpoint.is_free(key)
-        and key != "trial"
-        and not any(key == s or key.startswith(f"{s}.") for s in searched)
-        and not is_alias(raw[key])
-    }
-    return json.loads(json.dumps(settings, default=str))  # as the study's storage keeps it
-
-
-def _setting_differences(before: dict[str, Any], now: dict[str, Any]) -> str:
-    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    return ", ".join(
-        f"{k}={before.get(k, 'searched')} then, {now.get(k, 'searched')} now" for k in keys[:3]
-    )
 
 
 def _continuous(distribution: Any) -> bool:
@@ -537,7 +567,9 @@ def _finished(study: optuna.Study) -> int:
 
 
 def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> None:
-    """Record a job's outcome in the study."""
+    """Record a job's outcome in the study (unless it was told from the run's folder)."""
+    if _stored(study, trial.number).state.is_finished():
+        return
     if ret.hydra_cfg is not None:  # also where the job could not reach the study itself
         trial.set_user_attr(RUN_DIR, str(ret.hydra_cfg.hydra.runtime.output_dir))
     err = failure(ret)  # a bug, a divergence, bad parameters
@@ -570,11 +602,44 @@ def _values(returned: Any) -> list[float]:
     return [float(returned)]
 
 
-def _stale(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int) -> None:
+def _settle(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: DictConfig) -> bool:
+    """Tell a running trial whose run has ended (its sweep was stopped or killed after the
+    run wrote its end, before it told the study) as its folder says: complete with its
+    value, or pruned. True if told; a run that did not end is left to the caller."""
+    run_dir = trial.user_attrs.get(RUN_DIR)
+    if trial.state != TrialState.RUNNING or not run_dir:
+        return False
+    try:
+        data = records.read_metrics(Path(run_dir))
+    except ValueError:
+        return False
+    if (data.get("trial") or {}).get("number") != trial.number:
+        return False  # the folder holds another trial's run
+    value = data["objective"]["value"]
+    if data["status"] == records.PRUNED:
+        study.tell(trial.number, state=TrialState.PRUNED)
+    elif data["status"] == records.COMPLETE and value is not None:
+        values = _values(value)
+        if not all(map(math.isfinite, values)):
+            return False
+        study.tell(trial.number, values)
+    else:
+        return False
+    loggers.settle(config, Path(run_dir), data)
+    log.info("trial %d ended before its sweep stopped: told %s", trial.number, data["status"])
+    return True
+
+
+def _stale(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int, config: DictConfig
+) -> None:
     """A trial whose sweep stopped beating: mark its run failed, then queue it again."""
     run_dir = trial.user_attrs.get(RUN_DIR)
     if run_dir:
-        _mark_failed(Path(run_dir), "its sweep stopped while it ran (no heartbeat); queued again")
+        error = "its sweep stopped while it ran (no heartbeat); queued again"
+        data = _mark_failed(Path(run_dir), error)
+        if data is not None:
+            loggers.settle(config, Path(run_dir), data)
     log.warning("trial %d went stale; queued again with the same parameters", trial.number)
     RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
 
@@ -591,14 +656,17 @@ def _stored(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
-def _mark_failed(run_dir: Path, error: str) -> None:
+def _mark_failed(run_dir: Path, error: str) -> dict[str, Any] | None:
+    """Mark a run that its folder says is running failed; its new record, or None."""
     try:
         data = records.read_metrics(run_dir)
     except ValueError:
-        return  # the job never wrote its metrics: nothing claims it is running
-    if data["status"] == records.RUNNING:
-        data.update(status=records.FAILED, error=error)
-        records.write_json(run_dir / records.METRICS_FILE, data)
+        return None  # the job never wrote its metrics: nothing claims it is running
+    if data["status"] != records.RUNNING:
+        return None
+    data.update(status=records.FAILED, error=error)
+    records.write_json(run_dir / records.METRICS_FILE, data)
+    return data
 
 
 class _Heartbeats:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -260,3 +261,30 @@ def test_compare_never_writes_its_summary_over_a_sweeps_own(sweeps, capsys):
     assert cli.main(args) == 2
     assert "holds runs, whose summary files are their own" in capsys.readouterr().err
     assert (sweeps["slow"] / "summary.csv").read_bytes() == kept
+
+
+def test_one_unreadable_run_leaves_the_swept_parameters_as_they_are(sweeps, tmp_path):
+    copy = shutil.copytree(sweeps["slow"], tmp_path / "one_broken")
+    shutil.copytree(copy / "1", copy / "2")
+    (copy / "2" / "metrics.json").write_text("{")
+    c = collect.write_summary(copy)
+    assert c.params == ["hidden"]
+    table = (copy / "summary.md").read_text()
+    assert "differ only in seed" not in table
+    assert re.search(r"\|\s+20 \|", table) and "20.0" not in table  # integers stay so
+    assert pd.read_csv(copy / "summary.csv")["hidden"].tolist()[:2] == [20, 40]
+
+
+def test_a_runs_setting_leaves_out_the_parameters_it_has_not():
+    adamw = pd.Series({"optimizer": "adamw", "lr": 0.003, "optimizer.momentum": math.nan})
+    assert collect.setting(adamw, ["optimizer", "lr", "optimizer.momentum"]) == (
+        "optimizer=adamw, lr=0.003"
+    )
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_compare_out_onto_a_file_is_a_one_line_error(sweeps, tmp_path, capsys, where):
+    (tmp_path / "a_file").write_text("")
+    assert cli.main(["compare", str(sweeps["slow"]), "--out", str(tmp_path / where)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --out ") and "is not a folder" in line

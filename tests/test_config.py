@@ -118,3 +118,19 @@ def test_init_std_null_means_pytorch_default_init():
     cfg = composed("init_std=null")
     validate(cfg)
     assert cfg.init_std is None
+
+
+def test_a_wrong_key_in_a_users_config_file_keeps_its_reason(run_app, tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nhiden: 7\n")
+    result = run_app("--config-dir", "conf", "--config-name", "mine", "epochs=1")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert "Key 'hiden' not in 'Config'. Did you mean: 'hidden'?" in line
+
+
+def test_a_callback_target_that_is_not_trusted_is_one_line(run_app):
+    result = run_app("-m", "epochs=1", "+hydra.callbacks.x._target_=os.system")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith("error: hydra.callbacks.x: Target 'os.system' cannot be authorized")

@@ -132,3 +132,28 @@ def test_importing_mlp_sweep_imports_neither_mlflow_nor_tensorboard():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def live_runs(root: Path, experiment: str) -> list:
+    """The MLflow runs of an experiment that are not deleted."""
+    return mlflow_runs(root, experiment)[1]
+
+
+def test_a_fresh_start_replaces_the_tracker_records_of_the_earlier_run(run_script, tmp_path):
+    run_script("hydra.run.dir=outputs/r/a", "lr=1e38", "epochs=2", ALL)  # fails
+    again = run_script("hydra.run.dir=outputs/r/a", "lr=0.1", "resume=false", "epochs=1", ALL)
+    assert again.code == 0, again.err
+    (run,) = live_runs(tmp_path, "r")
+    assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.1"
+    assert "error" not in run.data.tags
+    assert len(list((tmp_path / "outputs/r/a").glob("events.out.tfevents.*"))) == 1
+    assert hparams_of(events(tmp_path / "outputs/r/a"))[1] == "STATUS_SUCCESS"
+
+
+def test_training_a_complete_run_further_updates_its_params(run_app, tmp_path):
+    assert run_app("hydra.run.dir=outputs/r/a", "epochs=2", ALL).code == 0
+    assert run_app("hydra.run.dir=outputs/r/a", "epochs=3", ALL).code == 0
+    client, (run,) = mlflow_runs(tmp_path, "r")
+    assert run.data.params["epochs"] == "3" and run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert sorted(m.step for m in history) == [1, 2, 3]

@@ -2,11 +2,17 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import mlflow
 import optuna
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from mlp_sweep.records import STUDY_PLOTS
 
@@ -233,3 +239,146 @@ def test_an_in_memory_study_names_the_best_trials_own_folder(run_app, tmp_path):
     )  # fmt: skip
     assert again.code == 2  # a new study would write over the trial folders of the last one
     assert "holds the runs of an earlier study" in again.err
+
+
+# A grid of four points; the other parameters fixed.
+GRID = (
+    "hparams_search=optuna",
+    "epochs=1",
+    "hydra/sweeper/sampler=grid",
+    'hydra.sweeper.params.lr="choice(0.1,0.5)"',
+    'hydra.sweeper.params.hidden="choice(10,20)"',
+    'hydra.sweeper.params.init_std="choice(0.1)"',
+    'hydra.sweeper.params.batch_size="choice(100)"',
+    'hydra.sweeper.params.model="choice(softmax_ce)"',
+)
+
+
+def test_a_grid_search_runs_each_point_once_and_ends_with_its_report(run_app, tmp_path):
+    first = run_app(*GRID, "hydra.sweeper.n_trials=3")
+    assert first.code == 0, first.err
+    again = run_app(*GRID, "hydra.sweeper.n_trials=20")
+    assert again.code == 0, again.err
+    assert "Best trial: #" in again.out
+    study = load(tmp_path)
+    points = sorted((t.params["lr"], t.params["hidden"]) for t in study.trials)
+    assert points == [(0.1, 10), (0.1, 20), (0.5, 10), (0.5, 20)]
+    assert states(study) == ["COMPLETE"] * 4
+    assert all((tmp_path / "outputs/optuna" / STUDY / name).is_file() for name in STUDY_PLOTS)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is invalid: must be"),
+        (["hydra.sweeper.n_trials=-3"], "hydra.sweeper.n_trials=-3 is invalid"),
+        (["hydra.sweeper.enqueue=[{hiden: 7}]"], "enqueue: hiden is not a searched parameter"),
+        (["hydra.sweeper.enqueue=[{hidden: 7}]"], "enqueue: hidden=7 is invalid: allowed: 25,"),
+        (
+            ["hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.reduction_factor=1"],
+            "hydra/sweeper/pruner cannot be built with these arguments: ",
+        ),
+        (
+            ["hydra/sweeper/sampler=random", "+hydra.sweeper.sampler.nope=1"],
+            "hydra/sweeper/sampler cannot be built with these arguments: ",
+        ),
+    ],
+)
+def test_search_arguments_are_checked_before_the_first_trial(run_app, tmp_path, args, says):
+    result = run_app("hparams_search=optuna", *args, "epochs=1")
+    assert result.code == 2, result.err
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert not list(tmp_path.rglob("metrics.json"))
+    assert not (tmp_path / "outputs/optuna" / STUDY / "optuna_history.png").exists()
+
+
+def test_the_cmaes_sampler_runs(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna", "hydra/sweeper/sampler=cmaes", "hydra.sweeper.n_trials=3",
+        "epochs=1", "hidden=8", "model=softmax_ce", "batch_size=100",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert states(load(tmp_path)) == ["COMPLETE"] * 3
+
+
+def kill_after(root: Path, trial: int, status: str = "complete") -> None:
+    """Leave ``trial`` as a search killed just after its run wrote ``status`` leaves it:
+    RUNNING in the study, with a heartbeat that goes stale, its folder written (a copy of
+    trial 0's run, renumbered)."""
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{root}/outputs/optuna/{STUDY}.db", heartbeat_interval=1, grace_period=1
+    )
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    done = study.trials[0]
+    running = study.ask(fixed_distributions=done.distributions)
+    folder = root / "outputs" / "optuna" / STUDY
+    run = json.loads((folder / "0" / "metrics.json").read_text())
+    run["trial"]["number"] = running.number
+    run["status"] = status
+    (folder / str(running.number)).mkdir()
+    (folder / str(running.number) / "metrics.json").write_text(json.dumps(run))
+    running.set_user_attr("run_dir", str(folder / str(running.number)))
+    storage.record_heartbeat(running._trial_id)
+
+
+def test_a_trial_killed_after_its_run_ended_is_told_from_its_folder(run_app, tmp_path):
+    search = ("hparams_search=optuna", "epochs=1", "hidden=8", "hydra.sweeper.grace_period=1")
+    assert run_app(*search, "hydra.sweeper.n_trials=1").code == 0
+    kill_after(tmp_path, 1)
+    again = run_app(*search, "hydra.sweeper.n_trials=2")
+    assert again.code == 0, again.err
+    study = load(tmp_path)
+    assert states(study) == ["COMPLETE", "COMPLETE"]  # not retrained as a third trial
+    assert study.trials[1].value == metrics(tmp_path, 1)["objective"]["value"]
+    summary = pd.read_csv(tmp_path / "outputs" / "optuna" / STUDY / "summary.csv")
+    assert sorted(summary["trial"]) == [0, 1]
+
+
+def test_ctrl_c_in_a_stacked_search_keeps_the_trials_that_finished(tmp_path):
+    """Two groups of different widths train one after the other in one launch; Ctrl-C once
+    the first has finished: its trials stay COMPLETE, only the others go back to the queue."""
+    search = [
+        sys.executable, str(REPO / "run.py"), "hparams_search=optuna", "epochs=3",
+        "hydra/launcher=stacked", "hydra.launcher.max_members=6", "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.enqueue=[{hidden: 25}, {hidden: 25}, {hidden: 400}, {hidden: 400}]",
+        "data=mnist_5k", "batch_size=32",
+    ]  # fmt: skip
+    proc = subprocess.Popen(search, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    folder = tmp_path / "outputs" / "optuna" / STUDY
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [p for p in folder.glob("*/metrics.json") if '"status": "complete"' in p.read_text()]
+        if done:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert done, "no group finished before the search ended"
+    study = load(tmp_path)
+    finished = {int(p.parent.name) for p in done}
+    for trial in study.trials[:4]:
+        if trial.number in finished:
+            assert trial.state.name == "COMPLETE"
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert len(waiting) == sum(t.state.name == "FAIL" for t in study.trials[:4])
+    assert len(waiting) < 4
+
+
+def test_a_stale_trials_tracker_record_ends_failed(run_app, tmp_path):
+    search = (
+        "hparams_search=optuna", "epochs=1", "hidden=8", "hydra.sweeper.grace_period=1",
+        "logger=[csv,mlflow]",
+    )  # fmt: skip
+    assert run_app(*search, "hydra.sweeper.n_trials=1").code == 0
+    kill_after(tmp_path, 1, status="running")  # killed while trial 1 trained
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    experiment = client.get_experiment_by_name(STUDY).experiment_id
+    run_dir = tmp_path / "outputs" / "optuna" / STUDY / "1"
+    killed = client.create_run(experiment, tags={"run_dir": str(run_dir)}).info.run_id
+    time.sleep(1.5)  # its heartbeat goes stale
+    again = run_app(*search, "hydra.sweeper.n_trials=2")
+    assert again.code == 0, again.err
+    assert states(load(tmp_path)) == ["COMPLETE", "FAIL", "COMPLETE"]  # retried as trial 2
+    assert metrics(tmp_path, 1)["status"] == "failed"
+    assert client.get_run(killed).info.status == "FAILED"
