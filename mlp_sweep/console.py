@@ -101,6 +101,8 @@ class SweepWatch:
         self.objective = metrics if len(metrics) > 1 else metrics[0]
         self.maximize = records.direction(metrics[0]) == "maximize"
         total, self.swept = planned(config)
+        search = str(config.hydra.sweeper.get("_target_", "")).endswith("SearchSweeper")
+        self.unit = "trial" if search else "job"  # a search's folders are named by trial
         # Keys every job shares from the command line, which a job's line need not repeat.
         self.fixed = [
             o.get_key_element()
@@ -117,7 +119,7 @@ class SweepWatch:
             self.seen[run_dir] = data.get("finished_at")
             self._update_best(run_dir, data)
         done = min(len(self.seen), total) if total else len(self.seen)
-        self.bar = tqdm(total=total, initial=done, desc="sweep", unit="job", disable=None)
+        self.bar = tqdm(total=total, initial=done, desc="sweep", unit=self.unit, disable=None)
         self._show_best()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,7 +141,7 @@ class SweepWatch:
                 if self.seen.get(run_dir, object()) != data.get("finished_at"):
                     self._report(run_dir, data)
             elif error is not None:
-                self._line(f"job {run_dir.name}  failed: {one_line(error)}")
+                self._line(f"{self.unit} {run_dir.name}  failed: {one_line(error)}")
                 self.bar.update(1)
             self._show_best()
             self._write_summary()
@@ -196,12 +198,13 @@ class SweepWatch:
         if not math.isfinite(value):
             return
         if self.best is None or (value > self.best[0]) == self.maximize:
-            self.best = (value, run_dir.name)
+            trial = data.get("trial")
+            self.best = (value, f"trial {trial['number']}" if trial else f"job {run_dir.name}")
 
     def _show_best(self) -> None:
         if self.best is not None:
             value, run = self.best
-            self.bar.set_postfix_str(f"best {self.objective} {value:.4f} (job {run})")
+            self.bar.set_postfix_str(f"best {self.objective} {value:.4f} ({run})")
 
     def _line(self, text: str) -> None:
         self.bar.write(text, file=sys.stdout)
@@ -219,6 +222,13 @@ class SweepWatch:
             collect.write_summary(self.sweep_dir, self.objective, plot=False)
         except (OSError, ValueError) as err:
             self._line(f"warning: the summary could not be rewritten: {one_line(err)}")
+
+
+def say(text: str) -> None:
+    """Print ``text`` on stdout above a sweep's progress bar, if one is drawn, rather than
+    into the bar's line."""
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def job_line(

@@ -48,7 +48,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mlp_sweep import identity, job, loggers, objectives, records, spaces
+from mlp_sweep import console, identity, job, loggers, objectives, records, spaces
 from mlp_sweep.config import check_comparable
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
@@ -186,6 +186,10 @@ class SearchSweeper(OptunaSweeperImpl):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        # Optuna's own messages through the sweep's console handler, above the progress bar
+        # rather than into its line.
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()
         loggers.check(config)  # before the first trial, not once in every trial
         _check_pruning(config)
         try:  # as each trial builds it, once here so that bad arguments fail no trial
@@ -436,10 +440,9 @@ class SearchSweeper(OptunaSweeperImpl):
         )
         params = ", ".join(f"{k}={v}" for k, v in best.params.items())
         where = best.user_attrs.get(RUN_DIR, sweep_dir)
-        print(
+        console.say(
             f"Best trial: #{best.number} of {len(study.trials)}: {self.config.objective} "
-            f"{best.value:.4f} ({params}), in {where}",
-            flush=True,
+            f"{best.value:.4f} ({params}), in {where}"
         )
 
     def _report_pareto(self, study: optuna.Study, sweep_dir: Path) -> None:
@@ -460,7 +463,7 @@ class SearchSweeper(OptunaSweeperImpl):
         for t in front:
             where = t.user_attrs.get(RUN_DIR, sweep_dir)
             lines.append(f"  #{t.number}: {objectives.show(names, t.values)}, in {where}")
-        print("\n".join(lines), flush=True)
+        console.say("\n".join(lines))
 
 
 def _direction(objective: Any) -> str | list[str]:

@@ -116,3 +116,42 @@ def test_a_sweep_with_several_objectives_shows_its_jobs(run_script):
         "job 0",
         "job 1",
     ]
+
+
+def _on_a_terminal(args: list[str], cwd) -> str:
+    """`python run.py *args` with stdout and stderr on a 150-column pseudo-terminal, as a
+    person sees it: what it wrote, bar redraws included."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")[-2000:]
+    return out.decode(errors="replace")
+
+
+def test_a_search_on_a_terminal_names_trials_and_ends_on_lines_of_its_own(tmp_path):
+    shown = _on_a_terminal(
+        ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=1"], tmp_path
+    )
+    assert "sweep:" in shown  # the bar is drawn
+    for said in ("A new study created", "Best trial"):  # Optuna's message, the sweeper's
+        line = shown[: shown.index(said)].replace("\r", "\n").rsplit("\n", 1)[-1]
+        assert "sweep:" not in line and "|" not in line, line  # not written into the bar
+    assert "(trial " in shown and "(job " not in shown  # the best so far, named as a trial
