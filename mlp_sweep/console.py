@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from mlp_sweep import collect, objectives, records
+from mlp_sweep import objectives, records
 from mlp_sweep.errors import one_line
 
 LIVE_SUMMARY_SECONDS = 5.0  # the live summary is rewritten at most this often
@@ -218,6 +218,8 @@ class SweepWatch:
         if now - self._written < LIVE_SUMMARY_SECONDS:
             return
         self._written = now
+        from mlp_sweep import collect  # pandas: not for Hydra's logging set-up, --help included
+
         try:
             collect.write_summary(self.sweep_dir, self.objective, plot=False)
         except (OSError, ValueError) as err:

@@ -1,7 +1,8 @@
 """Guided search with Optuna: a persistent study that resumes, prunes, and survives failures.
 
-:class:`SearchSweeper` is the sweeper of hydra-optuna-sweeper (``OptunaSweeperImpl``) with its
-``sweep`` loop replaced, registered as the Hydra sweeper option ``search``. Each batch of
+:class:`Search` is the sweeper of hydra-optuna-sweeper (``OptunaSweeperImpl``) with its
+``sweep`` loop replaced, made by the Hydra sweeper option ``search``
+(:class:`mlp_sweep.sweepers.SearchSweeper`). Each batch of
 trials still goes through Hydra's launcher, so ``hydra/launcher=joblib`` runs them in parallel.
 What the loop adds:
 
@@ -29,12 +30,10 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra.errors import InstantiationException
 from hydra.types import HydraContext, TaskFunction
@@ -43,8 +42,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
 )
-from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -54,7 +52,7 @@ from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
 from mlp_sweep.study import ERROR, PRUNED_AT, RUN_DIR, TRUSTED, is_rdb, open_rdb
-from mlp_sweep.sweepers import failure
+from mlp_sweep.sweepers import NopPrunerConf, failure
 
 log = logging.getLogger(__name__)
 # Optuna warns when heartbeats are used outside study.optimize and that stale-trial handling
@@ -63,82 +61,9 @@ warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used w
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-@dataclass
-class SearchSweeperConf(OptunaSweeperConf):
-    _target_: str = "mlp_sweep.search.SearchSweeper"
-    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
-    direction: Any = None  # follows from `objective`; set it only to assert it
-    n_jobs: int = 0  # trials per batch; 0: as many as the launcher runs at once
-    max_failure_rate: float = 0.5  # of n_trials; the sweep stops once more have failed
-    seed: int | None = 1  # given to the sampler unless the sampler config sets its own
-    constant_liar: bool = True  # for TPE: parallel trials of a batch do not repeat a point
-    pruner: Any = MISSING  # filled by the hydra/sweeper/pruner group (none by default)
-    enqueue: list[Any] = field(default_factory=list)  # parameter sets to try first
-    heartbeat_interval: int = 10  # seconds
-    grace_period: int = 30  # seconds without a heartbeat before a running trial is stale
-    max_retry: int = 3  # times a stale trial is queued again
-    space: str | None = None  # a define-by-run space: the dotted path of f(cfg, trial)
-    trusted_spaces: list[str] = field(default_factory=list)  # spaces outside mlp_sweep.* to run
-    timeout: float | None = None  # seconds; after it no new trial starts
-
-
-@dataclass
-class TPEMultivariateSamplerConf(TPESamplerConfig):
-    """TPE modelling the parameters jointly, and apart for each set of parameters that trials
-    share: what Optuna advises for a define-by-run space whose branches draw different ones.
-    It starts modelling after 5 random trials, not 10: a search on a time budget may have
-    few more."""
-
-    multivariate: bool = True
-    group: bool = True
-    n_startup_trials: int = 5
-
-
-@dataclass
-class NopPrunerConf:
-    _target_: str = "optuna.pruners.NopPruner"
-
-
-@dataclass
-class MedianPrunerConf:
-    _target_: str = "optuna.pruners.MedianPruner"
-    n_startup_trials: int = 3
-    n_warmup_steps: int = 2
-    interval_steps: int = 1
-
-
-@dataclass
-class SuccessiveHalvingPrunerConf:
-    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
-    min_resource: Any = 1
-    reduction_factor: int = 3
-    min_early_stopping_rate: int = 0
-
-
-@dataclass
-class HyperbandPrunerConf:
-    _target_: str = "optuna.pruners.HyperbandPruner"
-    min_resource: int = 1
-    max_resource: Any = "auto"
-    reduction_factor: int = 3
-
-
-_store = ConfigStore.instance()
-_store.store(group="hydra/sweeper", name="search", node=SearchSweeperConf)
-_store.store(
-    group="hydra/sweeper/sampler", name="tpe_multivariate", node=TPEMultivariateSamplerConf
-)
-for _name, _node in {
-    "none": NopPrunerConf,
-    "median": MedianPrunerConf,
-    "successive_halving": SuccessiveHalvingPrunerConf,
-    "hyperband": HyperbandPrunerConf,
-}.items():
-    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node)
-
-
-class SearchSweeper(OptunaSweeperImpl):
-    """hydra-optuna-sweeper's sweeper with resume, heartbeats, pruning and failure handling."""
+class Search(OptunaSweeperImpl):
+    """hydra-optuna-sweeper's sweeper with resume, heartbeats, pruning and failure handling;
+    Hydra's ``search`` sweeper (:class:`mlp_sweep.sweepers.SearchSweeper`) makes one."""
 
     def __init__(
         self,

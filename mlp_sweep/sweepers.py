@@ -1,13 +1,16 @@
 """Hydra sweepers, registered as Hydra plugins through the `hydra.plugins` entry point.
 
-`grid` is Hydra's basic sweeper checking every job before the first job starts.
+`grid` is Hydra's basic sweeper checking every job before the first job starts. `search` is
+the Optuna search of :mod:`mlp_sweep.search`; Hydra imports every plugin at start-up, `--help`
+included, so here are only its config and a thin class that imports the search (Optuna,
+torch) when a search is made, as hydra-optuna-sweeper does with its own.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweepe
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from mlp_sweep import records
 from mlp_sweep.compose import JobComposer
@@ -31,6 +37,97 @@ class GridSweeperConf(BasicSweeperConf):
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf)
+
+
+@dataclass
+class SearchSweeperConf(OptunaSweeperConf):
+    _target_: str = "mlp_sweep.sweepers.SearchSweeper"
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    direction: Any = None  # follows from `objective`; set it only to assert it
+    n_jobs: int = 0  # trials per batch; 0: as many as the launcher runs at once
+    max_failure_rate: float = 0.5  # of n_trials; the sweep stops once more have failed
+    seed: int | None = 1  # given to the sampler unless the sampler config sets its own
+    constant_liar: bool = True  # for TPE: parallel trials of a batch do not repeat a point
+    pruner: Any = MISSING  # filled by the hydra/sweeper/pruner group (none by default)
+    enqueue: list[Any] = field(default_factory=list)  # parameter sets to try first
+    heartbeat_interval: int = 10  # seconds
+    grace_period: int = 30  # seconds without a heartbeat before a running trial is stale
+    max_retry: int = 3  # times a stale trial is queued again
+    space: str | None = None  # a define-by-run space: the dotted path of f(cfg, trial)
+    trusted_spaces: list[str] = field(default_factory=list)  # spaces outside mlp_sweep.* to run
+    timeout: float | None = None  # seconds; after it no new trial starts
+
+
+@dataclass
+class TPEMultivariateSamplerConf(TPESamplerConfig):
+    """TPE modelling the parameters jointly, and apart for each set of parameters that trials
+    share: what Optuna advises for a define-by-run space whose branches draw different ones.
+    It starts modelling after 5 random trials, not 10: a search on a time budget may have
+    few more."""
+
+    multivariate: bool = True
+    group: bool = True
+    n_startup_trials: int = 5
+
+
+@dataclass
+class NopPrunerConf:
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class MedianPrunerConf:
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 3
+    n_warmup_steps: int = 2
+    interval_steps: int = 1
+
+
+@dataclass
+class SuccessiveHalvingPrunerConf:
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = 1
+    reduction_factor: int = 3
+    min_early_stopping_rate: int = 0
+
+
+@dataclass
+class HyperbandPrunerConf:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+
+
+_store = ConfigStore.instance()
+_store.store(group="hydra/sweeper", name="search", node=SearchSweeperConf)
+_store.store(
+    group="hydra/sweeper/sampler", name="tpe_multivariate", node=TPEMultivariateSamplerConf
+)
+for _name, _node in {
+    "none": NopPrunerConf,
+    "median": MedianPrunerConf,
+    "successive_halving": SuccessiveHalvingPrunerConf,
+    "hyperband": HyperbandPrunerConf,
+}.items():
+    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node)
+
+
+class SearchSweeper(Sweeper):
+    """``hydra/sweeper=search``: a guided search with Optuna (:class:`mlp_sweep.search.Search`)."""
+
+    def __init__(self, **settings: Any) -> None:
+        from mlp_sweep.search import Search
+
+        self.search = Search(**settings)
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.search.sweep(arguments)
 
 
 class GridSweeper(BasicSweeper):
