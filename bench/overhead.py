@@ -5,6 +5,7 @@ against ``python -c "import torch"`` (T0) on the same machine, with its peak RSS
                                               # command, loading the default data set
     python bench/overhead.py --many           # also the 256-job grid of one-epoch runs
     python bench/overhead.py --lecture        # also the 16-job lecture grid, basic vs stacked
+    python bench/overhead.py --compose        # only: a grid's 32 jobs composed in-process
 
 Each command runs in a fresh temporary folder; the best of ``--repeats`` is kept. The data
 set's load time is measured inside a new process, from the cache that the README's command
@@ -53,12 +54,42 @@ def timed(command: list[str], cwd: Path, repeats: int) -> tuple[float, float, st
     return best, peak, out
 
 
+def compose(arguments: list[str]) -> None:
+    """A grid's jobs composed in this process by Hydra and by :class:`JobComposer`."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    from mlp_sweep.app import CONFIG_DIR
+    from mlp_sweep.compose import JobComposer
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONFIG_DIR))
+    master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    composer = JobComposer(loader, master)
+    ways = {"Hydra": lambda j: loader.load_sweep_config(master, j), "JobComposer": composer.compose}
+    for name, make in ways.items():
+        tic = time.perf_counter()
+        for job in jobs:
+            make(job)
+        seconds = time.perf_counter() - tic
+        each = seconds / len(jobs) * 1e3
+        print(f"{name}: {len(jobs)} jobs in {seconds:.2f} s, {each:.0f} ms a job")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--many", action="store_true", help="the 256-job grid too")
     parser.add_argument("--lecture", action="store_true", help="the lecture grid, basic/stacked")
+    parser.add_argument("--compose", action="store_true", help="only: composing 32 jobs")
     args = parser.parse_args()
+    if args.compose:
+        compose(["hidden=range(16,528,16)", "epochs=1"])
+        return
 
     rows: list[tuple[str, float, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
