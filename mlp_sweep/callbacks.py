@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 
 from mlp_sweep import collect, loggers, records
 from mlp_sweep.console import SweepWatch
+from mlp_sweep.errors import BadInput
 from mlp_sweep.sweepers import failure
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,8 @@ class CollectSweep(Callback):
     summary.csv, summary.md and summary.png into the sweep folder and print the table.
 
     The end runs after every multirun, also one that failed or was interrupted, so the
-    summary always covers what finished.
+    summary always covers what finished; but not after one that was refused for bad input
+    before it started (its one ``error:`` line says why), which changes no file.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -45,7 +48,8 @@ class CollectSweep(Callback):
             _watch.close()
             _watch = None
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
+        # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.
+        if not sweep_dir.is_dir() or isinstance(sys.exc_info()[1], BadInput):
             return
         c = collect.write_summary(sweep_dir)  # ranked by the runs' own objective
         if c.runs.empty:

@@ -74,13 +74,8 @@ def check(study: optuna.Study, identity: Identity) -> None:
     its trials would then be ranked against trials that asked another question."""
     attrs = study.user_attrs
     if SETTINGS not in attrs:
-        folder = Path(identity.sweep_dir)
-        if not study.trials and folder.is_dir() and any(folder.rglob(records.METRICS_FILE)):
-            raise ConfigError(
-                f"{folder} holds the runs of an earlier study that the storage no longer "
-                "has; move them away, or choose another hydra.sweep.dir or "
-                "hydra.sweeper.study_name"
-            )
+        if not study.trials:
+            check_unclaimed(Path(identity.sweep_dir))
     else:
         _refuse(study, "other settings", _differences(attrs[SETTINGS], identity.settings))
         if SPACE in attrs:
@@ -100,6 +95,16 @@ def check(study: optuna.Study, identity: Identity) -> None:
     ):
         if name not in attrs:  # a study from before a part of its identity was recorded
             study.set_user_attr(name, value)
+
+
+def check_unclaimed(folder: Path) -> None:
+    """Refuse to start a new study in a folder that holds the runs of another one."""
+    if folder.is_dir() and any(folder.rglob(records.METRICS_FILE)):
+        raise ConfigError(
+            f"{folder.resolve()} holds the runs of an earlier study that the storage no "
+            "longer has; move them away, or choose another hydra.sweep.dir or "
+            "hydra.sweeper.study_name"
+        )
 
 
 def _refuse(study: optuna.Study, what: str, differ: str) -> None:

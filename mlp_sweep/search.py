@@ -51,7 +51,7 @@ from mlp_sweep.config import check_comparable
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
-from mlp_sweep.study import ERROR, PRUNED_AT, RUN_DIR, TRUSTED, is_rdb, open_rdb
+from mlp_sweep.study import ERROR, PRUNED_AT, RUN_DIR, TRUSTED, is_rdb, open_rdb, sqlite_file
 from mlp_sweep.sweepers import NopPrunerConf, failure
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,8 @@ class Search(OptunaSweeperImpl):
             )
             _check_enqueued(self.enqueue, {**drawn, **space}, what)
         self._sampler(seed_offset=0)  # bad arguments are refused before a storage is created
+        if (db := sqlite_file(self.storage)) is not None and not db.exists():
+            identity.check_unclaimed(Path(self.sweep_dir))  # as identity.check would, later
         storage = self._open_storage()
         self.sampler = self._sampler(seed_offset=_trials_before(self.study_name, storage))
         self._use_grid(space)

@@ -36,12 +36,22 @@ def is_rdb(url: Any) -> bool:
     return isinstance(url, str) and url.split(":")[0].split("+")[0] in RDB_SCHEMES
 
 
+def sqlite_file(url: Any) -> Path | None:
+    """The database file of a SQLite storage; None for any other storage.
+
+    >>> sqlite_file("sqlite:///outputs/optuna/s.db"), sqlite_file("postgresql://h/db")
+    (PosixPath('outputs/optuna/s.db'), None)
+    """
+    if isinstance(url, str) and url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
 def open_rdb(url: str, **heartbeat: Any) -> RDBStorage:
     """An Optuna RDB storage; SQLite waits for locks instead of failing at once, and its
     folder is created."""
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+    if (path := sqlite_file(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
