@@ -117,6 +117,8 @@ class Search(OptunaSweeperImpl):
         optuna.logging.enable_propagation()
         loggers.check(config)  # before the first trial, not once in every trial
         _check_pruning(config)
+        if self.storage is None and config.hydra.sweeper.pruner._target_ != NopPrunerConf._target_:
+            log.warning("the study is in memory, out of the trials' reach: no pruning")
         wanted = _direction(config.objective)
         try:  # as each trial builds it, once here so that bad arguments fail no trial
             pruner = instantiate(

@@ -396,3 +396,12 @@ def test_a_stale_trials_tracker_record_ends_failed(run_app, tmp_path):
     assert states(load(tmp_path)) == ["COMPLETE", "FAIL", "COMPLETE"]  # retried as trial 2
     assert metrics(tmp_path, 1)["status"] == "failed"
     assert client.get_run(killed).info.status == "FAILED"
+
+
+def test_an_in_memory_pruned_search_says_once_that_it_cannot_prune(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna_pruned", "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=2",
+        "epochs=1", "hidden=8",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert (result.out + result.err).count("no pruning") == 1
