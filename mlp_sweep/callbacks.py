@@ -11,7 +11,7 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mlp_sweep import collect, loggers, records
+from mlp_sweep import collect, records
 from mlp_sweep.console import SweepWatch
 from mlp_sweep.errors import BadInput
 from mlp_sweep.sweepers import failure
@@ -33,9 +33,7 @@ class CollectSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _watch
-        sweep_dir = Path(config.hydra.sweep.dir)
-        loggers.prepare(config, sweep_dir)
-        _watch = SweepWatch(sweep_dir, config)
+        _watch = SweepWatch(Path(config.hydra.sweep.dir), config)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if _watch is None:  # a job in a process of its own: the sweeper's process watches

@@ -168,6 +168,7 @@ class Search(OptunaSweeperImpl):
         identity.check(study, self._identity(space, fixed, fixed_overrides))
         for params in self.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
+        loggers.prepare(self.config, Path(self.sweep_dir))  # once the search is accepted
         log.info(
             "study %s: %d of %d trials finished; sampler %s, %d per batch, storage %s",
             study.study_name,
@@ -429,10 +430,14 @@ def _try_pruner(pruner: optuna.pruners.BasePruner, direction: str | list[str]) -
     ``max_resource=0``) are refused only when it first decides."""
     if isinstance(direction, list):
         return  # several objectives: no pruner but NopPruner (_check_pruning)
-    study = optuna.create_study(direction=direction, pruner=pruner)
-    trial = study.ask()
-    trial.report(0.0, step=1)
-    trial.should_prune()
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created"
+    try:
+        trial = optuna.create_study(direction=direction, pruner=pruner).ask()
+        trial.report(0.0, step=1)
+        trial.should_prune()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _refused(part: str, err: Exception) -> str:

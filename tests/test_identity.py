@@ -190,3 +190,8 @@ def test_every_trial_of_a_study_asked_its_question_once(steps):
                 assert len(load(root).trials) == len(trials)  # refused before any trial
     finally:
         shutil.rmtree(root)
+
+
+def test_a_refused_search_leaves_no_trace(run_app, tmp_path):
+    refused(run_app(*FAST, "logger=mlflow", "hydra.sweeper.enqueue=[{hiden: 8}]"), "hiden")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
