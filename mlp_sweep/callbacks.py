@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mlp_sweep import collect, loggers, records
+from mlp_sweep import collect, records
 from mlp_sweep.console import SweepWatch
+from mlp_sweep.errors import BadInput
 from mlp_sweep.sweepers import failure
 
 log = logging.getLogger(__name__)
@@ -25,14 +27,13 @@ class CollectSweep(Callback):
     summary.csv, summary.md and summary.png into the sweep folder and print the table.
 
     The end runs after every multirun, also one that failed or was interrupted, so the
-    summary always covers what finished.
+    summary always covers what finished; but not after one that was refused for bad input
+    before it started (its one ``error:`` line says why), which changes no file.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _watch
-        sweep_dir = Path(config.hydra.sweep.dir)
-        loggers.prepare(config, sweep_dir)
-        _watch = SweepWatch(sweep_dir, config)
+        _watch = SweepWatch(Path(config.hydra.sweep.dir), config)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if _watch is None:  # a job in a process of its own: the sweeper's process watches
@@ -45,7 +46,8 @@ class CollectSweep(Callback):
             _watch.close()
             _watch = None
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
+        # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.
+        if not sweep_dir.is_dir() or isinstance(sys.exc_info()[1], BadInput):
             return
         c = collect.write_summary(sweep_dir)  # ranked by the runs' own objective
         if c.runs.empty:

@@ -80,7 +80,7 @@ def collect(folders: Sequence[Path], metric: str | Sequence[str] | None = None) 
                 histories[label] = history
     runs = pd.DataFrame(rows)
     extra = [col for col in runs.columns if col not in (*_FIXED_COLUMNS, "label")]
-    for col in extra:  # as read: an integer stays one beside a run without that key
+    for col in ("epochs_run", *extra):  # as read: an integer stays one beside a run without it
         if any(isinstance(r.get(col), int) for r in rows):
             runs[col] = pd.Series([r.get(col) for r in rows], index=runs.index, dtype=object)
     runs = runs.reindex(columns=[*_FIXED_COLUMNS, *extra, "label"]).set_index("label", drop=False)

@@ -33,6 +33,7 @@ from mlp_sweep.errors import ConfigError
 SETTINGS = "settings"  # the settings every trial shares, flat
 SPACE = "space"  # the searched parameters' distributions, and the define-by-run function
 SWEEP_DIR = "sweep_dir"  # the folder of its trials, which its summary covers
+CHOICES = "choices"  # the option of each config group its settings come from (optimizer=sgd)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Identity:
     settings: dict[str, Any]
     space: dict[str, Any]
     sweep_dir: str
+    choices: dict[str, str]
 
 
 def of(
@@ -66,7 +68,12 @@ def of(
         "params": {k: show(d) for k, d in sorted(searched.items())},
         "function": function,
     }
-    return Identity(settings, space, str(sweep_dir.resolve()))
+    choices = {
+        group: str(choice)
+        for group, choice in shared.hydra.runtime.choices.items()
+        if any(_under(key, group) for key in settings)
+    }
+    return Identity(settings, space, str(sweep_dir.resolve()), choices)
 
 
 def check(study: optuna.Study, identity: Identity) -> None:
@@ -74,15 +81,10 @@ def check(study: optuna.Study, identity: Identity) -> None:
     its trials would then be ranked against trials that asked another question."""
     attrs = study.user_attrs
     if SETTINGS not in attrs:
-        folder = Path(identity.sweep_dir)
-        if not study.trials and folder.is_dir() and any(folder.rglob(records.METRICS_FILE)):
-            raise ConfigError(
-                f"{folder} holds the runs of an earlier study that the storage no longer "
-                "has; move them away, or choose another hydra.sweep.dir or "
-                "hydra.sweeper.study_name"
-            )
+        if not study.trials:
+            check_unclaimed(Path(identity.sweep_dir))
     else:
-        _refuse(study, "other settings", _differences(attrs[SETTINGS], identity.settings))
+        _refuse(study, "other settings", _settings_differences(attrs, identity))
         if SPACE in attrs:
             differ = _space_differences(attrs[SPACE], identity.space)
             _refuse(study, "another search space", differ)
@@ -97,9 +99,20 @@ def check(study: optuna.Study, identity: Identity) -> None:
         (SETTINGS, identity.settings),
         (SPACE, identity.space),
         (SWEEP_DIR, identity.sweep_dir),
+        (CHOICES, identity.choices),
     ):
         if name not in attrs:  # a study from before a part of its identity was recorded
             study.set_user_attr(name, value)
+
+
+def check_unclaimed(folder: Path) -> None:
+    """Refuse to start a new study in a folder that holds the runs of another one."""
+    if folder.is_dir() and any(folder.rglob(records.METRICS_FILE)):
+        raise ConfigError(
+            f"{folder.resolve()} holds the runs of an earlier study that the storage no "
+            "longer has; move them away, or choose another hydra.sweep.dir or "
+            "hydra.sweeper.study_name"
+        )
 
 
 def _refuse(study: optuna.Study, what: str, differ: str) -> None:
@@ -124,7 +137,7 @@ def _settings(config: DictConfig, searched: Mapping[str, Any]) -> dict[str, Any]
         for key, value in resolved.items()
         if not checkpoint.is_free(key)
         and key != "trial"
-        and not any(key == s or key.startswith(f"{s}.") for s in searched)
+        and not any(_under(key, s) for s in searched)
         and not is_alias(raw[key])
     }
     return json.loads(json.dumps(kept, default=str))  # as the study's storage keeps it
@@ -151,13 +164,45 @@ def show(distribution: BaseDistribution) -> str:
     return f"tag(log, {shown})" if distribution.log else shown
 
 
+def _settings_differences(attrs: Mapping[str, Any], identity: Identity) -> str:
+    """The first three settings that differ, in the terms of the command line: a config
+    group whose option changed as ``scheduler=none then, cosine now`` rather than its keys;
+    a key that one side lacks as searched, if that side searched it, else as absent."""
+    before, now = attrs[SETTINGS], identity.settings
+    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    then_choices = attrs.get(CHOICES, {})  # none in a study from before they were recorded
+    groups = sorted(
+        group
+        for group in then_choices.keys() & identity.choices.keys()
+        if then_choices[group] != identity.choices[group] and any(_under(k, group) for k in keys)
+    )
+    keys = [k for k in keys if not any(_under(k, group) for group in groups)]
+    searched_then = attrs.get(SPACE, {}).get("params", {})
+
+    def shown(settings: Mapping[str, Any], searched: Mapping[str, Any], key: str) -> Any:
+        if key in settings:
+            return settings[key]
+        return "searched" if any(_under(key, s) for s in searched) else "absent"
+
+    differ = [f"{g}={then_choices[g]} then, {identity.choices[g]} now" for g in groups] + [
+        f"{k}={shown(before, searched_then, k)} then, {shown(now, identity.space['params'], k)} now"
+        for k in keys
+    ]
+    return ", ".join(differ[:3])
+
+
+def _under(key: str, group: str) -> bool:
+    """Whether a flat settings key is the group's own or one of its keys."""
+    return key == group or key.startswith(f"{group}.")
+
+
 def _differences(
-    before: Mapping[str, Any], now: Mapping[str, Any], absent: str = "searched", prefix: str = ""
+    before: Mapping[str, Any], now: Mapping[str, Any], absent: str, prefix: str
 ) -> str:
     """The first three keys whose values differ, as ``key=old then, new now``; a space's
     distributions hold commas, so its keys are parted by semicolons."""
     keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    return ("; " if prefix else ", ").join(
+    return "; ".join(
         f"{prefix}{k}={before.get(k, absent)} then, {now.get(k, absent)} now" for k in keys[:3]
     )
 

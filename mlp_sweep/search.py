@@ -51,7 +51,7 @@ from mlp_sweep.config import check_comparable
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
-from mlp_sweep.study import ERROR, PRUNED_AT, RUN_DIR, TRUSTED, is_rdb, open_rdb
+from mlp_sweep.study import ERROR, PRUNED_AT, RUN_DIR, TRUSTED, is_rdb, open_rdb, sqlite_file
 from mlp_sweep.sweepers import NopPrunerConf, failure
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Search(OptunaSweeperImpl):
         if "constant_liar" in self.sampler_settings:
             self.sampler_settings["constant_liar"] = constant_liar
         del pruner  # read by each job from its Hydra config, to report and stop early
-        self.enqueue = [OmegaConf.to_container(p) for p in enqueue]
+        self.enqueue = [_enqueued(i, entry) for i, entry in enumerate(enqueue)]
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
@@ -117,11 +117,16 @@ class Search(OptunaSweeperImpl):
         optuna.logging.enable_propagation()
         loggers.check(config)  # before the first trial, not once in every trial
         _check_pruning(config)
+        if self.storage is None and config.hydra.sweeper.pruner._target_ != NopPrunerConf._target_:
+            log.warning("the study is in memory, out of the trials' reach: no pruning")
+        wanted = _direction(config.objective)
         try:  # as each trial builds it, once here so that bad arguments fail no trial
-            instantiate(config.hydra.sweeper.pruner, _execution_whitelist_=TRUSTED["pruner"])
+            pruner = instantiate(
+                config.hydra.sweeper.pruner, _execution_whitelist_=TRUSTED["pruner"]
+            )
+            _try_pruner(pruner, wanted)
         except Exception as err:
             raise ConfigError(_refused("pruner", err)) from None
-        wanted = _direction(config.objective)
         if self.direction not in (None, wanted):
             raise ConfigError(
                 f"hydra.sweeper.direction={self.direction} contradicts objective="
@@ -139,12 +144,19 @@ class Search(OptunaSweeperImpl):
         for name in fixed:
             space.pop(name, None)
         self._check(space)
-        if self.space is not None:
-            self._check_space(space, fixed, fixed_overrides)
+        if self.space is None:
+            _check_enqueued(self.enqueue, space, "a searched parameter")
         else:
-            _check_enqueued(self.enqueue, space)
+            drawn = self._check_space(space, fixed, fixed_overrides)
+            what = (
+                f"a parameter that hydra.sweeper.space={self.space.path} draws, nor a searched one"
+            )
+            _check_enqueued(self.enqueue, {**drawn, **space}, what)
+        self._sampler(seed_offset=0)  # bad arguments are refused before a storage is created
+        if (db := sqlite_file(self.storage)) is not None and not db.exists():
+            identity.check_unclaimed(Path(self.sweep_dir))  # as identity.check would, later
         storage = self._open_storage()
-        self.sampler = self._sampler(storage)
+        self.sampler = self._sampler(seed_offset=_trials_before(self.study_name, storage))
         self._use_grid(space)
         study = optuna.create_study(
             study_name=self.study_name,
@@ -156,6 +168,7 @@ class Search(OptunaSweeperImpl):
         identity.check(study, self._identity(space, fixed, fixed_overrides))
         for params in self.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
+        loggers.prepare(self.config, Path(self.sweep_dir))  # once the search is accepted
         log.info(
             "study %s: %d of %d trials finished; sampler %s, %d per batch, storage %s",
             study.study_name,
@@ -223,6 +236,11 @@ class Search(OptunaSweeperImpl):
             if _is_choice(space.get(key)):
                 variants = {str(choice) for choice in space[key].choices}
         check_comparable(self.config.objective, variants)
+        if self.enqueue and _is_grid(self.sampler_settings):
+            raise ConfigError(
+                "hydra/sweeper/sampler=grid runs every point of its grid once: drop "
+                "hydra.sweeper.enqueue, or use another sampler to try given points first"
+            )
         continuous = [name for name, d in space.items() if _continuous(d)]
         if continuous and _is_grid(self.sampler_settings):
             what = "is a continuous interval" if len(continuous) == 1 else "are intervals"
@@ -265,9 +283,10 @@ class Search(OptunaSweeperImpl):
 
     def _check_space(
         self, searched: dict[str, Any], fixed: dict[str, Any], fixed_overrides: list[str]
-    ) -> None:
+    ) -> dict[str, Any]:
         """Refuse a space that cannot run, before the first trial: each of its checking draws
-        is composed into a job config, with the fixed overrides, and validated."""
+        is composed into a job config, with the fixed overrides, and validated. Returns the
+        parameters the draws suggested, with their distributions."""
         assert self.space is not None and self.hydra_context is not None
         loader = self.hydra_context.config_loader
         fixed_args = [f"{k}={v}" for k, v in fixed.items()] + fixed_overrides
@@ -275,7 +294,7 @@ class Search(OptunaSweeperImpl):
         def compose(overrides: list[str]) -> None:
             job.check(loader.load_sweep_config(self.config, [*fixed_args, *overrides]))
 
-        self.space.check(self.config, fixed, searched, compose)
+        return self.space.check(self.config, fixed, searched, compose)
 
     def _next_batch(self, started: float, study: optuna.Study) -> int | None:
         """:meth:`_batch_size`, or None once the ``timeout`` has passed."""
@@ -289,17 +308,14 @@ class Search(OptunaSweeperImpl):
         )
         return None
 
-    def _sampler(self, storage: Any) -> optuna.samplers.BaseSampler:
+    def _sampler(self, seed_offset: int) -> optuna.samplers.BaseSampler:
         """The configured sampler. A study that already has trials offsets its seed by their
-        count, so a resumed search never replays the draws of its first session; but for
-        the grid, whose seed orders the grid points that the trial numbers then pick."""
+        count (``seed_offset``), so a resumed search never replays the draws of its first
+        session; but for the grid, whose seed orders the grid points that the trial numbers
+        then pick."""
         settings = dict(self.sampler_settings)
         if settings.get("seed") is not None and not _is_grid(settings):
-            try:
-                study = optuna.load_study(study_name=self.study_name, storage=storage)
-                settings["seed"] += len(study.get_trials(deepcopy=False))
-            except KeyError:  # a new study
-                pass
+            settings["seed"] += seed_offset
         try:
             return instantiate(settings, _execution_whitelist_=TRUSTED["sampler"])
         except Exception as err:
@@ -409,6 +425,21 @@ def _check_pruning(config: DictConfig) -> None:
         )
 
 
+def _try_pruner(pruner: optuna.pruners.BasePruner, direction: str | list[str]) -> None:
+    """Ask the pruner about one report of a throw-away trial: some arguments (a hyperband
+    ``max_resource=0``) are refused only when it first decides."""
+    if isinstance(direction, list):
+        return  # several objectives: no pruner but NopPruner (_check_pruning)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created"
+    try:
+        trial = optuna.create_study(direction=direction, pruner=pruner).ask()
+        trial.report(0.0, step=1)
+        trial.should_prune()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def _refused(part: str, err: Exception) -> str:
     """One line for a sampler or pruner that its arguments fail: its constructor's reason
     (Hydra's next lines name the config key, which the line names already)."""
@@ -429,23 +460,58 @@ class _Grid(optuna.samplers.GridSampler):
         pass
 
 
-def _check_enqueued(enqueued: Sequence[dict[str, Any]], space: dict[str, Any]) -> None:
-    """Refuse an enqueued parameter set that names a parameter the search has not, or a
-    value outside its parameter's distribution."""
+def _trials_before(study_name: str, storage: Any) -> int:
+    """How many trials the study has already: none if it is new."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    return len(study.get_trials(deepcopy=False))
+
+
+def _enqueued(index: int, entry: Any) -> dict[str, Any]:
+    """An entry of ``hydra.sweeper.enqueue``: a mapping of parameter names to values."""
+    if not isinstance(entry, DictConfig):
+        raise ConfigError(
+            f"hydra.sweeper.enqueue[{index}]={entry} is invalid: each entry must map "
+            "parameters to values, e.g. hydra.sweeper.enqueue=[{lr: 0.1, hidden: 100}]"
+        )
+    return OmegaConf.to_container(entry)
+
+
+def _check_enqueued(enqueued: Sequence[dict[str, Any]], space: dict[str, Any], what: str) -> None:
+    """Refuse an enqueued parameter set that names a parameter the search has not (``what``
+    says which it has), or a value that its parameter's distribution cannot hold."""
     for params in enqueued:
         for name, value in params.items():
             if name not in space:
                 raise ConfigError(
-                    f"hydra.sweeper.enqueue: {name} is not a searched parameter; allowed: "
+                    f"hydra.sweeper.enqueue: {name} is not {what}; allowed: "
                     f"{', '.join(sorted(space)) or 'none (nothing is searched)'}"
                 )
-            # A number outside an interval is taken, as Optuna takes it (with a warning):
-            # a search may try a point beyond its range on purpose.
-            if _is_choice(space[name]) and value not in space[name].choices:
-                raise ConfigError(
-                    f"hydra.sweeper.enqueue: {name}={value} is invalid: allowed: "
-                    f"{', '.join(map(str, space[name].choices))}"
+            if not _holds(space[name], value):
+                shown = f"{value!r} (a string)" if isinstance(value, str) else value
+                allowed = (
+                    ", ".join(map(str, space[name].choices))
+                    if _is_choice(space[name])
+                    else f"a number (the search draws it from {identity.show(space[name])})"
                 )
+                raise ConfigError(
+                    f"hydra.sweeper.enqueue: {name}={shown} is invalid: allowed: {allowed}"
+                )
+
+
+def _holds(distribution: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    """Whether a trial may take ``value`` for a parameter of this distribution, as Optuna
+    decides it. A number outside an interval is taken, as Optuna takes it (with a warning):
+    a search may try a point beyond its range on purpose."""
+    if isinstance(value, str) and not _is_choice(distribution):
+        return False  # Optuna would cast "0.1"; the trial's config would get the string
+    try:
+        internal = distribution.to_internal_repr(value)
+    except (ValueError, TypeError):
+        return False
+    return not _is_choice(distribution) or distribution._contains(internal)
 
 
 def _is_choice(distribution: Any) -> bool:

@@ -80,16 +80,20 @@ class Space:
         fixed: Mapping[str, Any],
         searched: Mapping[str, BaseDistribution],
         compose: Callable[[list[str]], None],
-    ) -> None:
+    ) -> dict[str, BaseDistribution]:
         """Draw :data:`CHECK_DRAWS` trials through the space in a throw-away study and raise
         ConfigError at the first that cannot run: the function raises, sets a key that is not
         in the config, sets one that the command line fixes or ``hydra.sweeper.params``
         searches, or gives overrides that ``compose`` (which composes and validates a job's
         config) refuses. Random draws reach every branch of a small space; the real study's
-        sampler is left untouched."""
+        sampler is left untouched. Returns the Optuna parameters the draws suggested, each
+        with its distribution."""
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        drawn: dict[str, BaseDistribution] = {}
         for _ in range(CHECK_DRAWS):
-            overrides = self(cfg, study.ask())
+            trial = study.ask()
+            overrides = self(cfg, trial)
+            drawn.update(trial.distributions)
             for key in overrides:
                 self._check_key(cfg, key, fixed, searched)
             try:
@@ -102,6 +106,7 @@ class Space:
                     f"hydra.sweeper.space={self.path!r} drew {' '.join(to_overrides(overrides))}"
                     f", which cannot be composed: {first}"
                 ) from None
+        return drawn
 
     def _check_key(
         self,

@@ -3,7 +3,6 @@ the sweeper leave on a trial, and the per-epoch reporting that lets a pruner sto
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,6 @@ import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from optuna.storages import RDBStorage
-
-log = logging.getLogger(__name__)
 
 # User attributes that jobs and the sweeper leave on a trial, through the study's storage.
 RUN_DIR = "run_dir"  # the trial's job folder
@@ -36,12 +33,22 @@ def is_rdb(url: Any) -> bool:
     return isinstance(url, str) and url.split(":")[0].split("+")[0] in RDB_SCHEMES
 
 
+def sqlite_file(url: Any) -> Path | None:
+    """The database file of a SQLite storage; None for any other storage.
+
+    >>> sqlite_file("sqlite:///outputs/optuna/s.db"), sqlite_file("postgresql://h/db")
+    (PosixPath('outputs/optuna/s.db'), None)
+    """
+    if isinstance(url, str) and url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
 def open_rdb(url: str, **heartbeat: Any) -> RDBStorage:
     """An Optuna RDB storage; SQLite waits for locks instead of failing at once, and its
     folder is created."""
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+    if (path := sqlite_file(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
@@ -53,8 +60,7 @@ def trial_reporter(
     """The per-epoch hook of a job that runs trial ``trial_number``: it reports the objective
     to the study and raises ``optuna.TrialPruned`` when the pruner says stop, before
     ``last_epoch`` (stopping after the last epoch would save nothing)."""
-    if sweeper.get("storage") is None:
-        log.warning("the study is in memory, out of the job's reach: no pruning")
+    if sweeper.get("storage") is None:  # in memory, out of the job's reach: the sweeper warns
         return None
     url = sweeper.storage
     storage = open_rdb(url) if is_rdb(url) else optuna.storages.get_storage(url)

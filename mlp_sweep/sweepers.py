@@ -142,7 +142,7 @@ class GridSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         # Imported here: Hydra imports every plugin at start-up, --help included.
-        from mlp_sweep import checkpoint, job
+        from mlp_sweep import checkpoint, job, loggers
 
         assert self.hydra_context is not None and self.config is not None
         # Resolve the sweep folder first: jobs composed from the master config copy its
@@ -172,6 +172,7 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        loggers.prepare(self.config, sweep_dir)  # once the sweep is accepted
         failures: list[tuple[list[str], BaseException]] = []
         for num, (folder, plan) in settled.items():
             if plan.action == checkpoint.KEEP:

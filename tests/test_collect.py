@@ -83,6 +83,14 @@ def test_missing_or_corrupt_metrics_are_listed_as_incomplete_with_a_warning(
     assert len(pd.read_csv(copy / "summary.csv")) == 2
 
 
+def test_epochs_run_stays_a_whole_number_beside_an_incomplete_run(sweeps, tmp_path):
+    copy = shutil.copytree(sweeps["slow"], tmp_path / "one_broken")
+    (copy / "0" / "metrics.json").write_text('{"status": "compl')
+    collect.write_summary(copy)
+    epochs_run = pd.read_csv(copy / "summary.csv", dtype=str)["epochs_run"]
+    assert epochs_run.isna().sum() == 1 and epochs_run.dropna().str.fullmatch(r"\d+").all()
+
+
 def test_an_interrupted_run_shows_its_last_epoch(sweeps, tmp_path):
     copy = shutil.copytree(sweeps["slow"], tmp_path / "interrupted")
     path = copy / "1" / "metrics.json"

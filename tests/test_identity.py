@@ -61,6 +61,37 @@ def test_another_define_by_run_space_is_refused(run_app, tmp_path):
     refused(other, "hydra.sweeper.space=mlp_sweep.spaces.wide then, null now")
 
 
+def files(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_refused_search_prints_its_line_and_changes_no_file(run_app, tmp_path):
+    assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
+    before = files(tmp_path)
+    other = run_app(*FAST, "hydra.sweeper.n_trials=2", "data.val_size=600")
+    refused(other, "was started with other settings (data.val_size=500 then, 600 now)")
+    assert "summary" not in other.out + other.err
+    assert files(tmp_path) == before
+    (tmp_path / f"outputs/optuna/{STUDY}.db").unlink()  # the runs stay, their study is gone
+    before = files(tmp_path)
+    orphaned = run_app(*FAST, "hydra.sweeper.n_trials=1")
+    refused(orphaned, "holds the runs of an earlier study")
+    assert files(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("scheduler=cosine", "(scheduler=none then, cosine now)"),
+        ("optimizer=adam", "(optimizer=sgd then, adam now)"),
+        ("+optimizer.dampening=0.1", "optimizer.dampening=absent then, 0.1 now"),
+    ],
+)
+def test_a_refusal_names_a_changed_config_group_by_its_choice(run_app, tmp_path, change, says):
+    assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
+    refused(run_app(*FAST, "hydra.sweeper.n_trials=2", change), says)
+
+
 def test_a_study_keeps_its_trials_in_one_folder(run_app, tmp_path):
     assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
     other = run_app(*FAST, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=elsewhere")
@@ -159,3 +190,8 @@ def test_every_trial_of_a_study_asked_its_question_once(steps):
                 assert len(load(root).trials) == len(trials)  # refused before any trial
     finally:
         shutil.rmtree(root)
+
+
+def test_a_refused_search_leaves_no_trace(run_app, tmp_path):
+    refused(run_app(*FAST, "logger=mlflow", "hydra.sweeper.enqueue=[{hiden: 8}]"), "hiden")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

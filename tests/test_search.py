@@ -274,6 +274,19 @@ def test_a_grid_search_runs_each_point_once_and_ends_with_its_report(run_app, tm
         (["hydra.sweeper.n_trials=-3"], "hydra.sweeper.n_trials=-3 is invalid"),
         (["hydra.sweeper.enqueue=[{hiden: 7}]"], "enqueue: hiden is not a searched parameter"),
         (["hydra.sweeper.enqueue=[{hidden: 7}]"], "enqueue: hidden=7 is invalid: allowed: 25,"),
+        (['hydra.sweeper.enqueue=[{hidden: "100"}]'], "hidden='100' (a string) is invalid"),
+        (["hydra.sweeper.enqueue=[{lr: abc}]"], "enqueue: lr='abc' (a string) is invalid: allowed"),
+        (["hydra.sweeper.enqueue=[{lr: null}]"], "enqueue: lr=None is invalid: allowed: a number"),
+        (["hydra.sweeper.enqueue=[{lr: [0.1]}]"], "enqueue: lr=[0.1] is invalid: allowed"),
+        (["hydra.sweeper.enqueue=[5]"], "hydra.sweeper.enqueue[0]=5 is invalid: each entry"),
+        (
+            [*GRID[2:], "hydra.sweeper.enqueue=[{lr: 0.1, hidden: 20}]"],
+            "sampler=grid runs every point of its grid once: drop hydra.sweeper.enqueue",
+        ),
+        (
+            ["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.max_resource=0"],
+            "hydra/sweeper/pruner cannot be built with these arguments: ",
+        ),
         (
             ["hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.reduction_factor=1"],
             "hydra/sweeper/pruner cannot be built with these arguments: ",
@@ -291,6 +304,7 @@ def test_search_arguments_are_checked_before_the_first_trial(run_app, tmp_path, 
     assert line.startswith("error: ") and says in line, line
     assert not list(tmp_path.rglob("metrics.json"))
     assert not (tmp_path / "outputs/optuna" / STUDY / "optuna_history.png").exists()
+    assert not list(tmp_path.rglob("*.db"))  # no study was started either
 
 
 def test_the_cmaes_sampler_runs(run_app, tmp_path):
@@ -382,3 +396,12 @@ def test_a_stale_trials_tracker_record_ends_failed(run_app, tmp_path):
     assert states(load(tmp_path)) == ["COMPLETE", "FAIL", "COMPLETE"]  # retried as trial 2
     assert metrics(tmp_path, 1)["status"] == "failed"
     assert client.get_run(killed).info.status == "FAILED"
+
+
+def test_an_in_memory_pruned_search_says_once_that_it_cannot_prune(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna_pruned", "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=2",
+        "epochs=1", "hidden=8",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert (result.out + result.err).count("no pruning") == 1

@@ -159,6 +159,11 @@ def test_a_space_that_returns_nothing_overrides_what_it_suggested(user_module):
         (["optimizer=sgd"], "sets optimizer, which is fixed to optimizer=sgd"),
         (["hparams_search=optuna", "hydra.sweeper.space=mlp_sweep.spaces.wide"], "params searches"),
         (["hydra/sweeper/sampler=grid"], "sampler=grid needs the whole search space up front"),
+        (
+            ["hydra.sweeper.enqueue=[{bogus: 1}]"],
+            "enqueue: bogus is not a parameter that hydra.sweeper.space=",
+        ),
+        (["hydra.sweeper.enqueue=[{optimizer: rmsprop}]"], "enqueue: optimizer='rmsprop' (a "),
     ],
 )
 def test_a_space_that_cannot_run_fails_with_one_line_before_any_trial(
