@@ -108,7 +108,8 @@ def test_ctrl_c_marks_every_running_member_interrupted(tmp_path):
     proc = start(
         "-m", "hidden=[800],[700]", "epochs=20", STACKED, "hydra.sweep.dir=g", cwd=tmp_path
     )
-    wait_for_epoch(tmp_path / "g" / "1" / "metrics.json", 1, proc)
+    # Job 0, the wider, records its epochs after job 1: wait until both have one.
+    wait_for_epoch(tmp_path / "g" / "0" / "metrics.json", 1, proc)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 130
