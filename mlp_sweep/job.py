@@ -358,6 +358,8 @@ def complete(life: Life, model: torch.nn.Module, final: dict[str, float]) -> flo
             records.write_torch(life.out / records.MODEL_FILE, model.state_dict())
         record.finish(records.COMPLETE, objective=value, final=final)
     except BaseException as err:  # a failed write, or Ctrl-C while writing: not complete
+        if record.ended:
+            raise  # metrics.json says complete already: that stays
         return stopped(life, err)
     log.info(
         "%s  %s  test_acc %.4f  (%d epochs, %.1fs)",
@@ -442,6 +444,7 @@ class RunRecord:
         self.out = out
         self.started = started
         self.earlier = 0.0  # the wall time of the sessions this run continues
+        self.ended = False  # metrics.json holds how the run ended (:meth:`finish`)
         self.loggers: loggers.Loggers | None = None  # set once the run's trial is known
         self.data: dict[str, Any] = {
             "schema_version": records.SCHEMA_VERSION,
@@ -511,8 +514,12 @@ class RunRecord:
                 )
                 title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
                 plot_curves(history, self.out / records.CURVES_FILE, title=title)
-        finally:  # how the run ended is recorded even if Ctrl-C stops the drawing
-            self.save()
+        except KeyboardInterrupt:
+            if status != records.COMPLETE:  # a failure or an interrupt is recorded still;
+                self.save()  # a run without its files is not complete (job.complete)
+            raise
+        self.save()
+        self.ended = True
         if self.loggers is not None:
             self.loggers.finish(self.data)
 
