@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
@@ -11,17 +12,20 @@ from typing import NoReturn
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.errors import (
     ConfigCompositionException,
     InstantiationException,
     MissingConfigException,
     OverrideParseException,
 )
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mlp_sweep.errors import BadInput, RunFailed, SweepFailed, one_line
+from mlp_sweep.errors import BadInput, ConfigError, RunFailed, SweepFailed, one_line
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # What configs may build with `_target_` here: this project's callbacks. Optimizers, samplers
@@ -77,12 +81,43 @@ def main() -> None:
         if "execution whitelist" in str(err):  # a `_target_` this app does not trust
             _bad_input(err)
         raise
+    except TypeError as err:  # a plugin's constructor given a setting it does not take
+        if unknown := _unknown_setting(err):
+            _bad_input(unknown)
+        raise
     except (RunFailed, SweepFailed) as err:  # a run diverged, or a sweep's runs failed
         _fail(err)
     except OSError as err:  # an output folder that cannot be written: read-only, or full
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: cannot write the results: {where}{err.strerror or err}", file=sys.stderr)
         sys.exit(1)
+
+
+def _unknown_setting(err: TypeError) -> ConfigError | None:
+    """A plugin (launcher, sweeper) given a setting its constructor does not take, as one
+    line naming the key and the settings it takes; None for any other TypeError."""
+    said = "\n".join([str(err), *getattr(err, "__notes__", [])])  # Hydra notes the key
+    found = re.search(
+        r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'\s+full_key: (\S+)",
+        said,
+    )
+    if not found:
+        return None
+    name, key, node = found.groups()
+    plugins = Plugins.instance()
+    found_cls = [p for k in (Launcher, Sweeper) for p in plugins.discover(k) if p.__name__ == name]
+    if len(found_cls) != 1:
+        return None
+    cls = found_cls[0]
+    takes = [
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    return ConfigError(
+        f"{node}.{key} is invalid: {name} takes no such setting; allowed: "
+        f"{', '.join(takes) or 'none'}"
+    )
 
 
 def _bad_input(err: BaseException) -> NoReturn:

@@ -39,7 +39,8 @@ Outcome = float | BaseException  # a member's objective, or the error it ended w
 # The optimizers, and their arguments, whose stacked step is shown to equal a solo run's
 # (tests/test_stacked_agreement.py). Any other class, or another argument at other than its
 # default (``fused=true``: torch's fused step is wrong on the strided views a member's
-# parameters are), trains solo.
+# parameters are), trains solo. An implementation switch set to off is its default.
+_SWITCHES = frozenset({"fused", "capturable", "differentiable"})
 STACKED_OPTIMIZERS: dict[type[torch.optim.Optimizer], frozenset[str]] = {
     torch.optim.SGD: frozenset(
         {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach"}
@@ -56,7 +57,8 @@ STACKED_OPTIMIZERS: dict[type[torch.optim.Optimizer], frozenset[str]] = {
 def solo_reason(cfg: DictConfig) -> str | None:
     """Why the job ``cfg`` trains solo rather than stacked, or None if it stacks: its
     optimizer is not in :data:`STACKED_OPTIMIZERS`, or is given an argument not listed there
-    (at a value other than the class's default).
+    (at a value other than the class's default; ``fused``, ``capturable`` or
+    ``differentiable`` set to false or null count as their default).
 
     >>> from omegaconf import OmegaConf
     >>> adam = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
@@ -73,7 +75,7 @@ def solo_reason(cfg: DictConfig) -> str | None:
         return f"optimizer {target} is not among those known to train stacked ({known})"
     defaults = inspect.signature(cls).parameters
     for key, value in cfg.optimizer.items():
-        if str(key).startswith("_") or key in allowed:
+        if str(key).startswith("_") or key in allowed or (key in _SWITCHES and not value):
             continue
         if key not in defaults or value != defaults[key].default:
             return (
@@ -198,6 +200,11 @@ def _log_failure(handlers: list[logging.Handler], err: BaseException) -> None:
     handlers[0].handle(record)
 
 
+def _log_to_file(handlers: list[logging.Handler], msg: str, *args: object) -> None:
+    """A line for the run's own log file only (the console has shown it already)."""
+    handlers[0].handle(log.makeRecord(log.name, logging.INFO, __file__, 0, msg, args, None))
+
+
 def run_solo(
     life: job.Life, log_format: str, why: str, ended: Callable[[int, Outcome], None]
 ) -> None:
@@ -206,7 +213,7 @@ def run_solo(
     handlers = run_log(life, log_format)
     try:
         with logging_to(handlers):
-            log.info("trains solo: %s", why)
+            _log_to_file(handlers, "trains solo: %s", why)  # the launcher said it
             life.started = time.perf_counter()  # its own time, not that of earlier groups
             try:
                 # Its epochs reach the console through run_log's handlers, labelled.
@@ -238,12 +245,12 @@ class Member:
 
     def end(self, err: BaseException) -> None:
         """Record how the member stopped (:func:`job.stopped`); keep what it returns or
-        raises as its outcome."""
+        raises as its outcome. Ctrl-C meanwhile propagates: the sweep stops."""
         self.done = True
         with self.logging():
             try:
                 self.outcome = job.stopped(self.life, err)
-            except BaseException as raised:
+            except Exception as raised:
                 self.outcome = raised
 
 
@@ -256,12 +263,15 @@ def run_group(
     members still training, with that error, and returns. Ctrl-C marks every running member
     interrupted, then propagates."""
     members = [Member(i, life, run_log(life, log_format)) for i, life in enumerate(lives)]
+    for m in members:  # its own time, not that of earlier groups, even if its data fails
+        m.life.started = time.perf_counter()
     try:
         _run(members, ended)
     except KeyboardInterrupt as err:
         for m in members:
             if not m.done:
-                m.end(err)
+                with contextlib.suppress(KeyboardInterrupt):  # recorded, then raised
+                    m.end(err)
         raise
     except Exception as err:
         for m in members:
@@ -367,12 +377,12 @@ def _finish(stack: Stack, active: list[Member], splits: Any, loss_name: str) -> 
         )
     for i in ready:
         m = active[i]
+        m.done = True  # Ctrl-C meanwhile propagates, its run marked interrupted
         with m.logging():
             try:
                 m.outcome = job.complete(m.life, m.model, {k: v[i] for k, v in final.items()})
-            except BaseException as raised:
+            except Exception as raised:
                 m.outcome = raised
-        m.done = True
 
 
 def _leave(
@@ -382,8 +392,8 @@ def _leave(
     one's error goes to its log file first)."""
     for m in active:
         if m.done and not m.reported:
-            if isinstance(m.outcome, Exception):
-                _log_failure(m.handlers, m.outcome)
+            if isinstance(m.outcome, Exception) and hasattr(m.life, "record"):
+                _log_failure(m.handlers, m.outcome)  # not into a folder it never took
             m.reported = True
             ended(m.index, m.outcome)
     staying = [i for i, m in enumerate(active) if not m.done]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import inspect
 import logging
 import math
 import platform
@@ -48,9 +49,9 @@ def check(cfg: DictConfig) -> None:
     give, optimizer settings the optimizer refuses. The sweepers call it for every job before
     the first one starts; each run calls it again."""
     validate(cfg)
-    pick_device(cfg.device)
+    device = pick_device(cfg.device)
     data_mod.check_split(cfg.data.name, cfg.data.val_size)
-    build_optimizer(cfg.optimizer, torch.nn.Linear(1, 1))
+    _check_optimizer(cfg.optimizer, device)
 
 
 def pick_device(name: str) -> torch.device:
@@ -77,11 +78,32 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def _check_optimizer(cfg: DictConfig, device: torch.device) -> None:
+    """Build the optimizer over a dummy layer on ``device`` and take one step: some settings
+    (``capturable=true`` on a CPU) are refused only by the first step."""
+    layer = torch.nn.Linear(1, 1).to(device)
+    optimizer = build_optimizer(cfg, layer)
+    layer(torch.ones(1, 1, device=device)).sum().backward()
+    try:
+        optimizer.step()
+    except (RuntimeError, AssertionError, ValueError, TypeError) as err:
+        defaults = inspect.signature(type(optimizer)).parameters
+        given = [
+            f"optimizer.{key}={value}"
+            for key, value in cfg.items()
+            if key in defaults and key != "lr" and value != defaults[key].default
+        ]
+        raise ConfigError(
+            f"{', '.join(given) or 'optimizer'} is invalid: {cfg.get('_target_')} cannot take "
+            f"a step with it here: {one_line(err)}"
+        ) from None
+
+
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Instantiate the optimizer config over the model's parameters."""
     try:
         return instantiate(cfg, _execution_whitelist_=OPTIMIZERS)(model.parameters())
-    except (InstantiationException, TypeError, ValueError) as err:
+    except (InstantiationException, RuntimeError, TypeError, ValueError) as err:
         raise ConfigError(
             f"optimizer ({cfg.get('_target_')}) cannot be built: {one_line(err)}"
         ) from None
@@ -328,15 +350,17 @@ def complete(life: Life, model: torch.nn.Module, final: dict[str, float]) -> flo
     """Finish a run that trained all its epochs: model.pt, then its final record, with its
     trainable parameter count (``n_params``) beside the split metrics ``final``."""
     cfg, record = life.cfg, life.record
-    try:
-        if cfg.save_model:
-            records.write_torch(life.out / records.MODEL_FILE, model.state_dict())
-    except BaseException as err:
-        return stopped(life, err)
     final = {**final, "n_params": count_params(model)}
     # The training time is the `seconds` metric: a cost some searches minimise.
     value = objectives.value({**final, "seconds": record.data["seconds"]["train"]}, cfg.objective)
-    record.finish(records.COMPLETE, objective=value, final=final)
+    try:
+        if cfg.save_model:
+            records.write_torch(life.out / records.MODEL_FILE, model.state_dict())
+        record.finish(records.COMPLETE, objective=value, final=final)
+    except BaseException as err:  # a failed write, or Ctrl-C while writing: not complete
+        if record.ended:
+            raise  # metrics.json says complete already: that stays
+        return stopped(life, err)
     log.info(
         "%s  %s  test_acc %.4f  (%d epochs, %.1fs)",
         life.out.name,
@@ -352,8 +376,11 @@ def stopped(life: Life, err: BaseException) -> float:
     """End a run that stopped before completing: a pruned trial returns its last objective;
     an interrupt, a divergence or any other error is recorded, then raised (a divergence as
     RunFailed). A run stopped before :func:`begin` (its group's data failed to load) takes
-    its folder first, so that its metrics.json says how it ended."""
+    a fresh folder first, so that its metrics.json says how it ended; a folder holding an
+    earlier run is left as it was, as a solo run that fails to load its data leaves it."""
     if not hasattr(life, "record"):
+        if (life.out / records.METRICS_FILE).exists():
+            raise err
         _take_folder(life)
     record = life.record
     if isinstance(err, optuna.TrialPruned):
@@ -416,6 +443,8 @@ class RunRecord:
     ) -> None:
         self.out = out
         self.started = started
+        self.earlier = 0.0  # the wall time of the sessions this run continues
+        self.ended = False  # metrics.json holds how the run ended (:meth:`finish`)
         self.loggers: loggers.Loggers | None = None  # set once the run's trial is known
         self.data: dict[str, Any] = {
             "schema_version": records.SCHEMA_VERSION,
@@ -443,14 +472,15 @@ class RunRecord:
         self.save()
 
     def save(self) -> None:
-        self.data["seconds"]["total"] = time.perf_counter() - self.started
+        self._clock()
         records.write_json(self.out / records.METRICS_FILE, self.data)
 
     def resume(self, earlier: dict[str, Any]) -> None:
-        """Carry over the epochs and training time of the run this one continues."""
+        """Carry over the epochs, training time and wall time of the run this one continues."""
         self.data["history"] = earlier["history"]
         self.data["epochs_run"] = earlier["epochs_run"]
         self.data["seconds"]["train"] = earlier["seconds"]["train"]
+        self.earlier = earlier["seconds"]["total"]
         self.data["started_at"] = earlier["started_at"]
         self.save()
 
@@ -459,6 +489,11 @@ class RunRecord:
         self.data["history"].append(epoch)
         self.data["epochs_run"] = epoch["epoch"]
         self.data["seconds"]["train"] += epoch["seconds"]
+        self._clock()  # the checkpoint's record, written before metrics.json, is up to date
+
+    def _clock(self) -> None:
+        """``seconds.total``: this session's wall time so far, and the earlier sessions'."""
+        self.data["seconds"]["total"] = self.earlier + time.perf_counter() - self.started
 
     def finish(
         self,
@@ -471,14 +506,20 @@ class RunRecord:
         loggers (TensorBoard, MLflow) how the run ended."""
         self.data.update(status=status, error=error, finished_at=_now(), final=final or {})
         self.data["objective"]["value"] = objective
-        if self.data["history"]:
-            history = pd.DataFrame(self.data["history"], columns=records.EPOCH_FIELDS)
-            records.atomic_write(
-                self.out / records.HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False)
-            )
-            title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
-            plot_curves(history, self.out / records.CURVES_FILE, title=title)
+        try:
+            if self.data["history"]:
+                history = pd.DataFrame(self.data["history"], columns=records.EPOCH_FIELDS)
+                records.atomic_write(
+                    self.out / records.HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False)
+                )
+                title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
+                plot_curves(history, self.out / records.CURVES_FILE, title=title)
+        except KeyboardInterrupt:
+            if status != records.COMPLETE:  # a failure or an interrupt is recorded still;
+                self.save()  # a run without its files is not complete (job.complete)
+            raise
         self.save()
+        self.ended = True
         if self.loggers is not None:
             self.loggers.finish(self.data)
 

@@ -13,6 +13,7 @@ import torch
 from test_faults import start, wait_for_epoch
 from test_search import STRONG_THEN_WEAK
 
+from mlp_sweep import job as job_module
 from mlp_sweep.model import MLP
 
 STACKED = "hydra/launcher=stacked"
@@ -107,7 +108,8 @@ def test_ctrl_c_marks_every_running_member_interrupted(tmp_path):
     proc = start(
         "-m", "hidden=[800],[700]", "epochs=20", STACKED, "hydra.sweep.dir=g", cwd=tmp_path
     )
-    wait_for_epoch(tmp_path / "g" / "1" / "metrics.json", 1, proc)
+    # Job 0, the wider, records its epochs after job 1: wait until both have one.
+    wait_for_epoch(tmp_path / "g" / "0" / "metrics.json", 1, proc)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -300,3 +302,116 @@ def test_kill_9_then_the_same_command_repeats_nothing_that_finished(tmp_path):
     log = (tmp_path / "g" / "1" / "mlp_sweep.log").read_text()
     (resumed,) = re.findall(r"continuing .* after epoch (\d+)", log)
     assert int(resumed) >= done and log.count("epoch 1/5") == 1
+
+
+def _ctrl_c_while_drawing_curves_of(job: str, monkeypatch) -> None:
+    """Ctrl-C pressed while job ``job`` draws its curves.png (as a slow drawing would be)."""
+    draw = job_module.plot_curves
+
+    def interrupted(history, path, **kwargs):
+        if path.parent.name == job:
+            raise KeyboardInterrupt
+        draw(history, path, **kwargs)
+
+    monkeypatch.setattr(job_module, "plot_curves", interrupted)
+
+
+def test_ctrl_c_while_a_member_completes_stops_the_sweep(run_app, tmp_path, monkeypatch):
+    _ctrl_c_while_drawing_curves_of("0", monkeypatch)
+    result = run_app("-m", "hidden=50,60,200", "epochs=1", STACKED, "hydra.sweep.dir=g")
+    assert result.code == 130
+    assert "failed" not in result.out
+    first, second = runs(tmp_path / "g", 2)  # one group; hidden=200 a group of its own
+    assert first["status"] == second["status"] == "interrupted"
+    assert not (tmp_path / "g" / "2" / "metrics.json").exists()  # no later group starts
+
+
+def test_ctrl_c_while_a_divergence_is_recorded_stops_the_sweep(run_app, tmp_path, monkeypatch):
+    _ctrl_c_while_drawing_curves_of("1", monkeypatch)
+    grid = ["-m", "lr=0.1,1e38", "init_std=0.5", "epochs=3", "hidden=50", STACKED]
+    result = run_app(*grid, "hydra.sweep.dir=g")
+    assert result.code == 130
+    ok, diverged = runs(tmp_path / "g", 2)
+    assert ok["status"] == "interrupted" and ok["epochs_run"] == 1  # no epoch after Ctrl-C
+    assert diverged["status"] == "failed" and "diverged" in diverged["error"]
+
+
+def test_a_data_error_leaves_an_earlier_run_in_its_folder_as_it_was(run_app, tmp_path, shared_data):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    grid = ["-m", "data=fashion_mnist", "hidden=20", STACKED, "hydra.sweep.dir=g"]
+    assert run_app(*grid, "epochs=1", f"data.root={shared_data}").code == 0
+    folder = tmp_path / "g" / "0"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    result = run_app(*grid, "epochs=2", f"data.root={empty}")
+    assert result.code == 2 and "FashionMNIST" in result.err  # as under basic
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert run_app(*grid, "epochs=2", f"data.root={shared_data}").code == 0
+    continued = read(folder / "metrics.json")
+    assert continued["status"] == "complete" and continued["epochs_run"] == 2
+
+
+def test_a_group_that_fails_to_load_counts_its_own_time(run_app, tmp_path, shared_data):
+    root = tmp_path / "only_mnist"
+    root.mkdir()
+    (root / "MNIST").symlink_to(shared_data / "MNIST")
+    grid = ["-m", "data=mnist_5k,fashion_mnist", f"data.root={root}", "epochs=1", "hidden=50,60"]
+    assert run_app(*grid, STACKED, "hydra.sweep.dir=g").code == 2
+    trained, failed = runs(tmp_path / "g", 4)[:2], runs(tmp_path / "g", 4)[2:]
+    assert all(r["status"] == "failed" for r in failed)
+    assert max(r["seconds"]["total"] for r in failed) < min(r["seconds"]["total"] for r in trained)
+
+
+@pytest.mark.parametrize("launcher", ["hydra/launcher=basic", STACKED])
+def test_an_unknown_launcher_setting_fails_with_one_line(run_app, launcher):
+    result = run_app("-m", "hidden=20", "epochs=1", launcher, "+hydra.launcher.foo=1")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert "hydra.launcher.foo" in line
+    if launcher == STACKED:
+        assert "max_members" in line
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (["+optimizer.fused=null,true", "+optimizer.differentiable=false,true"], "differentiable"),
+        (["+optimizer.capturable=true"], "capturable"),
+    ],
+)
+@pytest.mark.parametrize("launcher", ["hydra/launcher=basic", STACKED])
+def test_optimizer_settings_its_first_step_refuses_fail_before_training(
+    run_app, tmp_path, launcher, settings, named
+):
+    grid = ["-m", "optimizer=adam", *settings, "hidden=50", "lr=0.01", "epochs=2", launcher]
+    result = run_app(*grid, "hydra.sweep.dir=g")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert f"optimizer.{named}=True is invalid" in line
+    assert not list((tmp_path / "g").rglob("metrics.json"))
+
+
+def test_a_solo_reason_is_shown_once_with_console_epochs(run_app):
+    grid = ["-m", "optimizer=adam", "lr=0.01", "+optimizer.fused=true", "hidden=20"]
+    result = run_app(*grid, "epochs=1", "console=epochs", STACKED)
+    assert result.code == 0, result.err
+    assert result.out.count("trains solo") == 1
+
+
+def test_an_optimizer_argument_set_to_its_off_value_trains_stacked(run_app, tmp_path):
+    grid = ["-m", "optimizer=adam", "lr=0.01", "+optimizer.fused=false", "hidden=20,30"]
+    result = run_app(*grid, "epochs=1", STACKED, "hydra.sweep.dir=g")
+    assert result.code == 0, result.err
+    assert [r["stacked"]["members"] for r in runs(tmp_path / "g", 2)] == [2, 2]
+
+
+def test_a_continued_run_counts_the_time_of_every_session(run_app, tmp_path):
+    grid = ["-m", "hidden=[1500]", STACKED, "hydra.sweep.dir=g"]  # epochs dominate its time
+    assert run_app(*grid, "epochs=1").code == 0
+    first = read(tmp_path / "g" / "0" / "metrics.json")
+    assert run_app(*grid, "epochs=2").code == 0
+    continued = read(tmp_path / "g" / "0" / "metrics.json")
+    assert continued["seconds"]["train"] <= continued["seconds"]["total"]
+    assert continued["seconds"]["total"] > first["seconds"]["train"] + sum(
+        e["seconds"] for e in continued["history"][1:]
+    )

@@ -173,6 +173,7 @@ def test_every_stacked_member_agrees_with_its_solo_run_or_trains_solo(splits, cf
         ({"fused": True}, "optimizer.fused=True"),
         ({"_target_": "torch.optim.RMSprop"}, "torch.optim.RMSprop"),
         ({"differentiable": False}, None),  # a torch default, as if not given
+        ({"fused": False, "capturable": None}, None),  # off: as their default
         ({"foreach": True, "nesterov": True, "momentum": 0.9}, None),
     ],
 )
