@@ -44,6 +44,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
 )
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from mlp_sweep import console, identity, job, loggers, objectives, records, spaces
@@ -323,8 +324,8 @@ class Search(OptunaSweeperImpl):
 
     def _batch_size(self, study: optuna.Study) -> int | None:
         """How many trials to ask for next: None when the study has its total."""
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            _settle(study, trial, self.config)  # ended, though its sweep did not tell it
+        for trial in _stale_running(study):
+            _settle(study, trial, self.config)  # ended, though its sweep died before telling
         optuna.storages.fail_stale_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         to_go = self.n_trials - _finished(study) - running
@@ -594,6 +595,18 @@ def _values(returned: Any) -> list[float]:
     if isinstance(returned, (list, tuple)):
         return [float(v) for v in returned]
     return [float(returned)]
+
+
+def _stale_running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Running trials whose sweep stopped beating, found as ``fail_stale_trials`` finds them.
+    Only these may be told from their folders: a live sweep on the same study may have
+    written its trial's end and not told the study yet."""
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return []
+    stale = set(storage._get_stale_trial_ids(study._study_id))
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [trial for trial in running if trial._trial_id in stale]
 
 
 def _settle(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: DictConfig) -> bool:

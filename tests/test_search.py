@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import REPO
 
 from mlp_sweep.records import STUDY_PLOTS
+from mlp_sweep.study import open_rdb
 
 STUDY = "optuna-mnist_5k-val_acc"
 
@@ -347,6 +349,36 @@ def test_a_trial_killed_after_its_run_ended_is_told_from_its_folder(run_app, tmp
     assert study.trials[1].value == metrics(tmp_path, 1)["objective"]["value"]
     summary = pd.read_csv(tmp_path / "outputs" / "optuna" / STUDY / "summary.csv")
     assert sorted(summary["trial"]) == [0, 1]
+
+
+def test_a_running_trial_of_a_live_sweep_is_left_to_that_sweep(run_app, tmp_path):
+    """Another sweep on the study has written its trial's end and not told the study yet
+    (its heartbeat is fresh): telling it from its folder would make that sweep's own tell
+    fail. It is told from its folder only once its heartbeat goes stale."""
+    search = ("hparams_search=optuna", "epochs=1", "hidden=8", "hydra.sweeper.grace_period=2")
+    assert run_app(*search, "hydra.sweeper.n_trials=1").code == 0
+    kill_after(tmp_path, 1)  # the other sweep's trial: RUNNING, its folder complete
+    url = f"sqlite:///{tmp_path}/outputs/optuna/{STUDY}.db"
+    storage = open_rdb(url, heartbeat_interval=1, grace_period=2)
+    other = optuna.load_study(study_name=STUDY, storage=storage)
+    errors = []
+
+    def other_sweep() -> None:  # alive for 3 s, then tells its trial
+        for _ in range(6):
+            storage.record_heartbeat(other.trials[1]._trial_id)
+            time.sleep(0.5)
+        try:
+            other.tell(1, metrics(tmp_path, 1)["objective"]["value"])
+        except Exception as err:
+            errors.append(err)
+
+    beating = threading.Thread(target=other_sweep)
+    beating.start()
+    again = run_app(*search, "hydra.sweeper.n_trials=2")
+    beating.join()
+    assert again.code == 0, again.err
+    assert errors == []
+    assert states(load(tmp_path)) == ["COMPLETE", "COMPLETE"]
 
 
 def test_ctrl_c_in_a_stacked_search_keeps_the_trials_that_finished(tmp_path):
