@@ -55,9 +55,9 @@ class CollectSweep(Callback):
         # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.
         if not sweep_dir.is_dir() or isinstance(sys.exc_info()[1], BadInput):
             return
-        c = collect.write_summary(sweep_dir, plot=False)  # ranked by the runs' own objective
+        drawing.summary(sweep_dir)  # summary.png, drawn after the runs' figures, while
+        c = collect.write_summary(sweep_dir, plot=False)  # the tables are written here
         if c.runs.empty:
             return
-        drawing.summary(sweep_dir)  # summary.png, after the runs' figures
         print(collect.to_markdown(c, f"Sweep {sweep_dir}"), flush=True)
         log.info("summary written to %s", sweep_dir / records.SUMMARY_MD)
