@@ -9,8 +9,8 @@ train. Its summary figure is drawn there too, after the runs'. :func:`finish` wa
 figure, so they are all there when the sweep ends. The process runs in a session of its own:
 Ctrl-C, or a kill of the sweep, leaves it to draw what it was handed, then exit.
 
-Outside a sweep, and in jobs that a launcher runs in other processes, figures are drawn where
-they are asked for, as they always were.
+Outside a sweep, in jobs that a launcher runs in other processes, and in a process that has
+imported matplotlib already, figures are drawn where they are asked for, as they always were.
 """
 
 from __future__ import annotations
@@ -90,8 +90,11 @@ _drawer = _Drawer()
 
 
 def start() -> None:
-    """Start the process that draws this sweep's figures."""
-    _drawer.start()
+    """Start the process that draws this sweep's figures, unless this process has imported
+    matplotlib already (a long-lived one, such as a test session): it then draws them itself,
+    at a few hundredths of a second each, rather than start one more interpreter."""
+    if "matplotlib" not in sys.modules:
+        _drawer.start()
 
 
 def finish() -> None:
