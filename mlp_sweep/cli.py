@@ -81,7 +81,7 @@ def _compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    c = collect.collect(args.dirs, args.metric)
+    c = collect.collect(args.dirs, args.metric, histories=args.out is not None)  # for the figure
     if c.runs.empty:
         print(f"error: no run folders under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 1
