@@ -15,6 +15,7 @@ imported matplotlib already, figures are drawn where they are asked for, as they
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -130,6 +131,8 @@ def serve(lines: Iterable[str] | None = None) -> None:
             _draw(task)
         except Exception as err:  # one figure that cannot be drawn: say so, draw the rest
             log.warning("%s could not be drawn: %s", task.get("path") or task["summary"], err)
+    if lines is None:  # the process ends here, and the sweep waits for it (see app.run)
+        gc.freeze()
 
 
 def _draw(task: dict[str, Any]) -> None:
