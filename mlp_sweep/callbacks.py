@@ -11,7 +11,7 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mlp_sweep import collect, records
+from mlp_sweep import collect, drawing, records
 from mlp_sweep.console import SweepWatch
 from mlp_sweep.errors import BadInput
 from mlp_sweep.sweepers import failure
@@ -34,6 +34,7 @@ class CollectSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _watch
         _watch = SweepWatch(Path(config.hydra.sweep.dir), config)
+        drawing.start()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if _watch is None:  # a job in a process of its own: the sweeper's process watches
@@ -45,11 +46,17 @@ class CollectSweep(Callback):
         if _watch is not None:
             _watch.close()
             _watch = None
-        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            self._summarise(Path(config.hydra.sweep.dir))
+        finally:
+            drawing.finish()  # every figure is there when the sweep ends
+
+    def _summarise(self, sweep_dir: Path) -> None:
         # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.
         if not sweep_dir.is_dir() or isinstance(sys.exc_info()[1], BadInput):
             return
-        c = collect.write_summary(sweep_dir)  # ranked by the runs' own objective
+        drawing.summary(sweep_dir)  # summary.png, drawn after the runs' figures, while
+        c = collect.write_summary(sweep_dir, plot=False)  # the tables are written here
         if c.runs.empty:
             return
         print(collect.to_markdown(c, f"Sweep {sweep_dir}"), flush=True)

@@ -7,15 +7,25 @@ mlp-sweep compare outputs/sweeps/A outputs/sweeps/B --metric val_loss
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from mlp_sweep import collect, records
 from mlp_sweep.errors import one_line
 
 _SUMMARY_FILES = f"{records.SUMMARY_CSV}, {records.SUMMARY_MD}, {records.SUMMARY_PNG}"
+
+
+def run() -> NoReturn:
+    """The ``mlp-sweep`` command: :func:`main`, then the process ends with its exit status,
+    its objects left uncollected (as ``python run.py`` does: see ``app.run``)."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,7 +91,7 @@ def _compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    c = collect.collect(args.dirs, args.metric)
+    c = collect.collect(args.dirs, args.metric, histories=args.out is not None)  # for the figure
     if c.runs.empty:
         print(f"error: no run folders under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 1
@@ -134,4 +144,4 @@ def _parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -56,8 +56,11 @@ class Collection:
         return records.direction(self.metric)
 
 
-def collect(folders: Sequence[Path], metric: str | Sequence[str] | None = None) -> Collection:
-    """Find every run folder under ``folders`` and read it.
+def collect(
+    folders: Sequence[Path], metric: str | Sequence[str] | None = None, histories: bool = True
+) -> Collection:
+    """Find every run folder under ``folders`` and read it; with ``histories``, each run's
+    epochs too (for figures: the tables need only each run's last).
 
     The runs are ranked by ``metric``, by default their objective (the first of several);
     a list of metrics is taken as the runs' objectives.
@@ -67,17 +70,17 @@ def collect(folders: Sequence[Path], metric: str | Sequence[str] | None = None) 
     0
     """
     rows: list[dict[str, Any]] = []
-    histories: dict[str, pd.DataFrame] = {}
+    epochs: dict[str, pd.DataFrame] = {}
     sweep_names = _sweep_names(folders)
     for folder, sweep in zip(folders, sweep_names):
         top = Path(folder).resolve()
         for run_dir in run_dirs(top):
             name = run_dir.relative_to(top).as_posix() if run_dir != top else run_dir.name
             label = name if len(folders) == 1 else f"{sweep}/{name}"
-            row, history = _read_run(run_dir)
+            row, history = _read_run(run_dir, histories)
             rows.append({"sweep": sweep, "run": name, **row, "label": label})
             if history is not None and len(history):
-                histories[label] = history
+                epochs[label] = history
     runs = pd.DataFrame(rows)
     extra = [col for col in runs.columns if col not in (*_FIXED_COLUMNS, "label")]
     for col in ("epochs_run", *extra):  # as read: an integer stays one beside a run without it
@@ -114,9 +117,7 @@ def collect(folders: Sequence[Path], metric: str | Sequence[str] | None = None) 
         runs["hidden"] = runs["hidden"].map(_as_list)
     if len(chosen) > 1 and len(runs):
         runs.insert(runs.columns.get_loc("status") + 1, "pareto", _pareto(runs, chosen))
-    return Collection(
-        runs=runs, histories=histories, params=params, metric=metric, objectives=chosen
-    )
+    return Collection(runs=runs, histories=epochs, params=params, metric=metric, objectives=chosen)
 
 
 def _variants(runs: pd.DataFrame) -> list[str]:
@@ -258,7 +259,7 @@ def write_summary(
     """Collect ``sweep_dir`` and (re)write its summary.csv, summary.md and (``plot``)
     summary.png."""
     sweep_dir = Path(sweep_dir)
-    c = collect([sweep_dir], metric)
+    c = collect([sweep_dir], metric, histories=plot)
     if c.runs.empty:
         log.warning("no runs found under %s; nothing to summarise", sweep_dir)
         return c
@@ -294,7 +295,7 @@ def run_dirs(folder: Path) -> list[Path]:
     return sorted(found, key=_natural)
 
 
-def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
+def _read_run(run_dir: Path, history: bool = True) -> tuple[dict[str, Any], pd.DataFrame | None]:
     try:
         m = records.read_metrics(run_dir)
     except ValueError as err:
@@ -310,10 +311,7 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
     choices = m.get("choices")
     if isinstance(choices, dict):
         params.update({k: _cell(v) for k, v in choices.items() if v is not None})
-    history = pd.DataFrame(m["history"], columns=records.EPOCH_FIELDS).apply(
-        pd.to_numeric, errors="coerce"
-    )
-    last = history.iloc[-1].to_dict() if len(history) else {}
+    last = m["history"][-1] if m["history"] and isinstance(m["history"][-1], dict) else {}
     # A run that did not finish is shown with its last epoch's figures.
     figures = {k: m["final"].get(k, last.get(k)) for k in records.METRICS}
     row = {
@@ -330,7 +328,11 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
     trial = m.get("trial")
     if isinstance(trial, dict) and isinstance(trial.get("number"), int):
         row["trial"] = trial["number"]
-    return row, history
+    if not history:
+        return row, None
+    return row, pd.DataFrame(m["history"], columns=records.EPOCH_FIELDS).apply(
+        pd.to_numeric, errors="coerce"
+    )
 
 
 def _number(value: Any) -> float:

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import functools
 import inspect
+import json
 import logging
 import math
 import platform
@@ -24,13 +25,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlp_sweep import checkpoint, console, loggers, objectives, records
+from mlp_sweep import checkpoint, console, drawing, loggers, objectives, records
 from mlp_sweep import data as data_mod
 from mlp_sweep.config import flatten, hidden_sizes, is_alias, validate
 from mlp_sweep.errors import ConfigError, RunFailed, one_line
 from mlp_sweep.launchers import use_threads
 from mlp_sweep.model import LOSSES, MLP, count_params
-from mlp_sweep.plots import plot_curves
 from mlp_sweep.schedule import Schedule, build_schedule
 from mlp_sweep.study import trial_reporter
 from mlp_sweep.train import Diverged, evaluate, fit
@@ -80,7 +80,25 @@ def pick_device(name: str) -> torch.device:
 
 def _check_optimizer(cfg: DictConfig, device: torch.device) -> None:
     """Build the optimizer over a dummy layer on ``device`` and take one step: some settings
-    (``capturable=true`` on a CPU) are refused only by the first step."""
+    (``capturable=true`` on a CPU) are refused only by the first step. Settings that passed
+    are not built again in this process: a grid's jobs mostly share them."""
+    try:
+        settings = json.dumps(
+            OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=repr
+        )
+    except Exception:  # a value that does not resolve: building the optimizer says which
+        settings = None
+    key = (settings, str(device))
+    if settings is not None and key in _OPTIMIZERS_CHECKED:
+        return
+    _step_once(cfg, device)
+    _OPTIMIZERS_CHECKED.add(key)
+
+
+_OPTIMIZERS_CHECKED: set[tuple[str, str]] = set()
+
+
+def _step_once(cfg: DictConfig, device: torch.device) -> None:
     layer = torch.nn.Linear(1, 1).to(device)
     optimizer = build_optimizer(cfg, layer)
     layer(torch.ones(1, 1, device=device)).sum().backward()
@@ -513,7 +531,9 @@ class RunRecord:
                     self.out / records.HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False)
                 )
                 title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
-                plot_curves(history, self.out / records.CURVES_FILE, title=title)
+                # MLflow keeps curves.png with the run, so it must be there when it ends.
+                now = self.loggers is not None and self.loggers.keeps_files
+                drawing.curves(self.data["history"], self.out / records.CURVES_FILE, title, now)
         except KeyboardInterrupt:
             if status != records.COMPLETE:  # a failure or an interrupt is recorded still;
                 self.save()  # a run without its files is not complete (job.complete)

@@ -127,6 +127,11 @@ class Loggers:
         except Exception as err:
             self._failed(name, err)
 
+    @property
+    def keeps_files(self) -> bool:
+        """Whether a logger keeps the run's files (its figure) when the run finishes."""
+        return "mlflow" in self.active
+
     def log_epoch(self, epoch: dict[str, float]) -> None:
         """Log one epoch's record (``epoch``, the metrics, ``seconds``, ``lr``)."""
         self._each("log_epoch", epoch)

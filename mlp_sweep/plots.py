@@ -6,7 +6,7 @@ import functools
 import logging
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +37,9 @@ LOG_SPAN = 20  # any other numeric parameter whose largest value is more than th
 PARALLEL_FROM = 3  # swept parameters from which summary.png adds a parallel-coordinates panel
 
 
-def plot_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train and validation, saved as a PNG.
+def plot_curves(history: Mapping[str, Sequence[float]], path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, train and validation, saved as a PNG; ``history`` holds a
+    column of values per field of ``records.EPOCH_FIELDS`` (a DataFrame, or a dict of lists).
 
     Every run of a sweep draws one, so it is kept cheap: one figure per process, redrawn with
     each run's data (making its axes and ticks anew took a third of the time), fixed margins,
@@ -48,11 +49,11 @@ def plot_curves(history: pd.DataFrame, path: Path, title: str = "") -> None:
         _draw_curves(history, path, title)
 
 
-def _draw_curves(history: pd.DataFrame, path: Path, title: str) -> None:
+def _draw_curves(history: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
     fig, lines = _curves_figure()
-    epochs = history["epoch"].to_numpy()
+    epochs = np.asarray(history["epoch"])
     for key, line in lines.items():
-        values = history[key].to_numpy(dtype=float)
+        values = np.asarray(history[key], dtype=float)  # None (not measured): NaN
         line.set_data(epochs, values)
         line.set_visible(bool(np.isfinite(values).any()))
         line.set_marker("o" if len(epochs) == 1 else "")  # one epoch: a point, not a line

@@ -139,11 +139,14 @@ class StackedLauncher(Launcher):
         with open_dict(config):
             config.hydra.job.id = str(num)
             config.hydra.job.num = num
-        HydraConfig.instance().set_config(config)
-        out = os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
-        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-            config.hydra.runtime.output_dir = os.path.abspath(out)
-        HydraConfig.instance().set_config(config)
+        HydraConfig.instance().set_config(config)  # the job's own copy of its Hydra node
+        hydra_cfg = HydraConfig.instance().cfg
+        out = os.path.abspath(
+            os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
+        )
+        for node in (config, hydra_cfg):  # set in both, rather than copying the node again
+            with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
+                node.hydra.runtime.output_dir = out
         task = copy.deepcopy(config)
         with read_write(task), open_dict(task):
             del task["hydra"]
@@ -151,7 +154,7 @@ class StackedLauncher(Launcher):
         ret = JobReturn(
             overrides=OmegaConf.to_container(config.hydra.overrides.task),
             cfg=task,
-            hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
+            hydra_cfg=hydra_cfg,  # set_config makes a new one for the next job
             working_dir=os.getcwd(),
             task_name=JobRuntime.instance().get("name"),
         )

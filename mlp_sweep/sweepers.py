@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 
 from mlp_sweep import records
 from mlp_sweep.compose import JobComposer
@@ -163,7 +163,7 @@ class GridSweeper(BasicSweeper):
         settled = {}  # jobs whose folders hold their run finished: kept, not launched
         for num, cfg in enumerate(configs):  # numbered as the launcher numbers them
             folder = _job_dir(cfg, num)
-            if folder is None:
+            if folder is None or not folder.is_dir():  # a fresh folder: nothing to keep
                 continue
             plan = checkpoint.plan(folder, _task(cfg))  # refuses a folder the job may not use
             if plan.action in (checkpoint.KEEP, checkpoint.KEEP_FAILED):
@@ -244,12 +244,11 @@ def _consecutive(nums: Sequence[int]) -> list[list[int]]:
 def _job_dir(cfg: DictConfig, num: int) -> Path | None:
     """The folder job ``num`` will run in, as the launcher names it (None if it cannot be
     told before the job runs)."""
-    probe = cfg.copy()
-    with open_dict(probe.hydra.job):
-        probe.hydra.job.num = num
-        probe.hydra.job.id = str(num)
+    with read_write(cfg.hydra.job), open_dict(cfg.hydra.job):  # as the launcher numbers it
+        cfg.hydra.job.num = num
+        cfg.hydra.job.id = str(num)
     try:
-        return Path(str(probe.hydra.sweep.dir)) / str(OmegaConf.select(probe, "hydra.sweep.subdir"))
+        return Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
     except Exception:  # a subdir that only the launcher can resolve
         return None
 

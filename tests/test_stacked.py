@@ -306,14 +306,14 @@ def test_kill_9_then_the_same_command_repeats_nothing_that_finished(tmp_path):
 
 def _ctrl_c_while_drawing_curves_of(job: str, monkeypatch) -> None:
     """Ctrl-C pressed while job ``job`` draws its curves.png (as a slow drawing would be)."""
-    draw = job_module.plot_curves
+    draw = job_module.drawing.curves
 
-    def interrupted(history, path, **kwargs):
+    def interrupted(history, path, *args):
         if path.parent.name == job:
             raise KeyboardInterrupt
-        draw(history, path, **kwargs)
+        draw(history, path, *args)
 
-    monkeypatch.setattr(job_module, "plot_curves", interrupted)
+    monkeypatch.setattr(job_module.drawing, "curves", interrupted)
 
 
 def test_ctrl_c_while_a_member_completes_stops_the_sweep(run_app, tmp_path, monkeypatch):

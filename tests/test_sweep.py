@@ -26,6 +26,7 @@ def test_grid_leaves_a_folder_per_job_and_a_summary_with_a_row_each(run_script, 
         m = json.loads((sweep / job / "metrics.json").read_text())
         row = summary[summary["run"] == int(job)].iloc[0]
         assert row["val_acc"] == m["final"]["val_acc"] and row["hidden"] == m["params"]["hidden"][0]
+        assert (sweep / job / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (sweep / "summary.png").read_bytes()[:4] == b"\x89PNG"
     report = (sweep / "summary.md").read_text()
     assert "ranked by val_acc" in report and "Best: run" in report

@@ -1,0 +1,148 @@
+"""Figures drawn off a sweep's critical path.
+
+Drawing a run's ``curves.png`` costs about as much as a short run's epoch, and importing
+matplotlib costs more; a sweep of many short runs would spend a third of its time on them.
+So while a sweep runs (from :func:`start` to :func:`finish`, both called by the sweep's
+callback), its runs hand their figures to one process of their own, started with the sweep,
+which imports matplotlib while the first runs train and draws each figure while the next ones
+train. Its summary figure is drawn there too, after the runs'. :func:`finish` waits for every
+figure, so they are all there when the sweep ends. The process runs in a session of its own:
+Ctrl-C, or a kill of the sweep, leaves it to draw what it was handed, then exit.
+
+Outside a sweep, in jobs that a launcher runs in other processes, and in a process that has
+imported matplotlib already, figures are drawn where they are asked for, as they always were.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)  # for a checkout not installed
+
+
+class _Drawer:
+    """The process drawing figures, fed one JSON line per figure on its stdin."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen[str] | None = None
+        self.handed = 0  # figures handed to the process
+
+    def start(self) -> None:
+        with self.lock:
+            if self.process is not None:
+                return
+            self.handed = 0
+            command = [sys.executable, "-c", "from mlp_sweep import drawing; drawing.serve()"]
+            path = os.pathsep.join(filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))
+            env = {**os.environ, "PYTHONPATH": path}
+            try:
+                self.process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,  # its warnings go to stderr
+                    text=True,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as err:  # figures are then drawn in this process
+                log.warning("figures are drawn in this process: %s", err)
+
+    def send(self, task: dict[str, Any]) -> bool:
+        """Hand ``task`` to the process; False if there is none to take it."""
+        with self.lock:
+            if self.process is None or self.process.stdin is None:
+                return False
+            try:
+                self.process.stdin.write(json.dumps(task) + "\n")
+                self.process.stdin.flush()
+                self.handed += 1
+                return True
+            except (OSError, ValueError):  # it died: the rest are drawn here
+                self.process = None
+                return False
+
+    def finish(self) -> None:
+        with self.lock:
+            process, self.process = self.process, None
+        if process is None:
+            return
+        if not self.handed:  # a sweep refused, or one that finished no run: nothing to wait for
+            process.kill()
+        try:
+            assert process.stdin is not None
+            process.stdin.close()
+        except OSError:
+            pass
+        process.wait()
+
+
+_drawer = _Drawer()
+
+
+def start() -> None:
+    """Start the process that draws this sweep's figures, unless this process has imported
+    matplotlib already (a long-lived one, such as a test session): it then draws them itself,
+    at a few hundredths of a second each, rather than start one more interpreter."""
+    if "matplotlib" not in sys.modules:
+        _drawer.start()
+
+
+def finish() -> None:
+    """Wait until every figure handed over is drawn; from now on figures are drawn here."""
+    _drawer.finish()
+
+
+def curves(history: Sequence[Mapping[str, Any]], path: Path, title: str, now: bool = False) -> None:
+    """Draw a run's ``curves.png`` from its per-epoch records: in the background during a
+    sweep, else (or if ``now``) here."""
+    columns = {key: [epoch.get(key) for epoch in history] for key in history[0]}
+    task = {"curves": columns, "path": str(path), "title": title}
+    if now or not _drawer.send(task):
+        _draw(task)
+
+
+def summary(sweep_dir: Path, metric: str | Sequence[str] | None = None) -> None:
+    """Draw a sweep's ``summary.png`` from its runs' records, in the background during a
+    sweep, else now."""
+    task = {"summary": str(sweep_dir), "metric": metric}
+    if not _drawer.send(task):
+        _draw(task)
+
+
+def serve(lines: Iterable[str] | None = None) -> None:
+    """Draw each figure described by a line of ``lines`` (stdin by default), in order."""
+    import mlp_sweep.plots  # noqa: F401  matplotlib, imported while the first runs train
+
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    for line in sys.stdin if lines is None else lines:
+        task = json.loads(line)
+        try:
+            _draw(task)
+        except Exception as err:  # one figure that cannot be drawn: say so, draw the rest
+            log.warning("%s could not be drawn: %s", task.get("path") or task["summary"], err)
+    if lines is None:  # the process ends here, and the sweep waits for it (see app.run)
+        gc.freeze()
+
+
+def _draw(task: dict[str, Any]) -> None:
+    if "curves" in task:
+        from mlp_sweep.plots import plot_curves
+
+        plot_curves(task["curves"], Path(task["path"]), title=task["title"])
+    else:
+        from mlp_sweep import collect, records
+
+        sweep_dir = Path(task["summary"])
+        c = collect.collect([sweep_dir], task["metric"])
+        collect.write_plot(c, sweep_dir / records.SUMMARY_PNG)

@@ -1,0 +1,52 @@
+"""Figures drawn off a sweep's critical path, by one process of their own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from test_faults import start
+
+from mlp_sweep import drawing
+
+PNG = b"\x89PNG"
+
+
+def _curves_task(path: Path, epochs: int = 2) -> str:
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "val_loss": None, "val_acc": None}
+        for e in range(1, epochs + 1)
+    ]
+    columns = {key: [h[key] for h in history] for key in history[0]}
+    return json.dumps({"curves": columns, "path": str(path), "title": "a run"})
+
+
+def test_a_figure_that_cannot_be_drawn_is_named_and_the_others_are_drawn(tmp_path, caplog):
+    missing = tmp_path / "no such folder" / "curves.png"
+    good = tmp_path / "curves.png"
+    with caplog.at_level(logging.WARNING):
+        drawing.serve([_curves_task(missing), _curves_task(good)])
+    assert str(missing) in caplog.text
+    assert good.read_bytes()[:4] == PNG  # a run without validation metrics draws its train lines
+
+
+def test_runs_that_completed_keep_their_curves_when_the_sweep_is_killed(tmp_path):
+    """A kill -9 of a sweep just after a run completed: the figure it handed over is drawn."""
+    proc = start("-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=s", cwd=tmp_path)
+    first = tmp_path / "s" / "0" / "metrics.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(first.read_text())["status"] == "complete":
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=120)  # its figures' process holds stderr until it is done
+    assert json.loads(first.read_text())["status"] == "complete"
+    assert (first.parent / "curves.png").read_bytes()[:4] == PNG
