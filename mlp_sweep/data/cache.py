@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 from pathlib import Path
+
+from mlp_sweep.records import atomic_write
 
 
 def cache_path(cache_dir: str | None = None) -> Path:
@@ -12,3 +17,45 @@ def cache_path(cache_dir: str | None = None) -> Path:
     if cache_dir:
         return Path(cache_dir).expanduser().resolve()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlp_sweep"
+
+
+def content_hash(path: str | Path, cache_dir: str | None = None) -> str:
+    """The SHA-256 of a file's bytes. Remembered, as git's index does, by the file's path,
+    size and modification time in ``hashes.json`` of the cache folder: a large file is read
+    again only when one of them changes. Raises OSError if the file cannot be read.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "t.csv").write_text("a,b\\n1,2\\n")
+    >>> content_hash(folder / "t.csv", cache_dir=str(folder))[:12]
+    '492d5ea49605'
+    """
+    file = Path(path).expanduser().resolve()
+    stat = file.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    index_file = cache_path(cache_dir) / HASHES_FILE
+    index = _read_index(index_file)
+    known = index.get(str(file))
+    if known and known.get("stat") == stamp:
+        return known["sha256"]
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    index[str(file)] = {"stat": stamp, "sha256": digest.hexdigest()}
+    with contextlib.suppress(OSError):  # a read-only cache folder: hash again next time
+        index_file.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(index)
+        atomic_write(index_file, lambda tmp: tmp.write_text(text))
+    return digest.hexdigest()
+
+
+HASHES_FILE = "hashes.json"  # path -> size, mtime and SHA-256 of the data files hashed
+
+
+def _read_index(path: Path) -> dict[str, dict]:
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}

@@ -28,6 +28,7 @@ TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision
 # Training images of each data set, before a validation split is held out of them.
 TRAIN_POOL = {"mnist_5k": 5000 - MNIST_5K_TEST_SIZE, "mnist": 60_000, "fashion_mnist": 60_000}
 NUM_CLASSES = 10
+NUM_FEATURES = 28 * 28
 
 
 def hold_out(
