@@ -300,3 +300,18 @@ def test_any_table_is_prepared_or_refused_with_one_line(tmp_path, frame, missing
     assert np.isfinite(p.x).all() and p.x.shape[0] == len(kept)
     assert p.preprocess["classes"] == sorted(set(kept["y"]))
     assert set(p.y[p.train]) == set(range(p.num_classes))
+
+
+@pytest.mark.parametrize("damage", ["x.npy", "meta.json", "split"])
+def test_a_damaged_cache_is_parsed_again(run_app, tmp_path, damage):
+    frame = pd.DataFrame({"a": np.arange(40.0), "y": [0, 1] * 20})
+    args = ("data=table", _table(tmp_path, frame), "data.target=y", "data.cache_dir=cache")
+    assert run_app(*args, "epochs=1", "hydra.run.dir=r1").code == 0
+    (folder,) = (tmp_path / "cache" / "tables").iterdir()
+    name = next(folder.glob("split-*")).name if damage == "split" else damage
+    (folder / name).write_bytes((folder / name).read_bytes()[:50])
+    data._load_prepared.cache_clear()
+    prepare.prepared.cache_clear()  # a new process
+    result = run_app(*args, "epochs=1", "hydra.run.dir=r2")
+    assert result.code == 0, result.err
+    assert metrics(tmp_path / "r2")["final"] == metrics(tmp_path / "r1")["final"]

@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,15 @@ from mlp_sweep.data import arrays, examples, table
 from mlp_sweep.data.cache import cache_path
 from mlp_sweep.errors import DataError, one_line
 
+log = logging.getLogger(__name__)
+
 SPLIT_SEED = 0  # the split never depends on the run's seed
 TEST_FRACTION = 0.2  # data.test_size=null: a fifth of the rows, unless data.test_path is set
 SCALES = ("standard", "minmax", "none")
 MISSING = ("error", "drop")
 FILE_SOURCES = ("table", "arrays")
 SOURCES = (*FILE_SOURCES, *examples.EXAMPLES)
-_FORMAT = 1  # of the cached files; a new one makes new cache folders
+_FORMAT = 2  # of the cached files; a new one makes new cache folders
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,18 @@ def prepared(source: Source) -> Prepared:
             if path is not None and digest is None:  # the config's hash: unreadable then
                 raise DataError(f"{key}={path}: no such file, or it cannot be read")
     folder = Path(source.cache) / "tables" / _key(_parse_key(source))
+    try:
+        return _cached(source, folder)
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        log.warning("%s is damaged (%s); parsing %s again", folder, one_line(err), source.where)
+        shutil.rmtree(folder, ignore_errors=True)
+    return _cached(source, folder)
+
+
+def _cached(source: Source, folder: Path) -> Prepared:
+    """The rows of ``source`` from the cache ``folder``, parsed into it first if need be."""
     if not (folder / "meta.json").is_file():
         _store(folder, *_parse(source))
     x = np.load(folder / "x.npy", mmap_mode="r")
@@ -119,6 +135,8 @@ def prepared(source: Source) -> Prepared:
     with np.load(split_file) as parts:
         train, val, test = parts["train"], parts["val"], parts["test"]
         scale = {"kind": source.scale, "mul": parts["mul"].tolist(), "add": parts["add"].tolist()}
+    if len(x) != len(y) or len(x) != meta["rows"]:
+        raise ValueError(f"it holds {len(x)} feature rows and {len(y)} labels")
     preprocess = {
         "source": source.name,
         "target": source.target,
@@ -162,7 +180,7 @@ def _parse(source: Source) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         test_frame, test_labels = _complete(test_frame, test_labels, source.missing, where)
         x = np.concatenate([x, table.encode(test_frame, how, where)])
         y = np.concatenate([y, _codes(_labels(test_labels, source, check=False), classes, where)])
-    meta = {"encoding": how, "classes": classes, "main_rows": len(frame)}
+    meta = {"encoding": how, "classes": classes, "main_rows": len(frame), "rows": len(y)}
     return x, y, meta
 
 
