@@ -315,3 +315,11 @@ def test_a_damaged_cache_is_parsed_again(run_app, tmp_path, damage):
     result = run_app(*args, "epochs=1", "hydra.run.dir=r2")
     assert result.code == 0, result.err
     assert metrics(tmp_path / "r2")["final"] == metrics(tmp_path / "r1")["final"]
+
+
+def test_a_text_column_of_identifiers_is_refused_rather_than_one_hot_encoded(run_app, tmp_path):
+    # 200 distinct ids would become 200 inputs, a million rows of them a million inputs.
+    frame = pd.DataFrame({"id": [f"u{i}" for i in range(200)], "y": [0, 1] * 100})
+    args = ("data=table", _table(tmp_path, frame), "data.target=y", "hydra.run.dir=r")
+    refused(run_app(*args), "column 'id' has 200 distinct values in 200 rows")
+    assert not (tmp_path / "r").exists()

@@ -173,7 +173,7 @@ def _parse(source: Source) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     frame, labels, test_frame, test_labels = _read(source)
     frame, labels = _complete(frame, labels, source.missing, source.where)
     classes, y = _classes(labels, source)
-    how = table.encoding(frame)
+    how = table.encoding(frame, source.where)
     x = table.encode(frame, how, source.where)
     if test_frame is not None:
         where = f"data.test_path={source.test_path}" if source.test_path else source.where

@@ -63,13 +63,27 @@ def bad_rows(column: pd.Series) -> np.ndarray:
     return bad
 
 
-def encoding(frame: pd.DataFrame) -> dict[str, Any]:
+# A text column with more categories than this (or than half its rows, if more than 20) is
+# taken for an identifier: one-hot, it would add an input per row.
+MAX_CATEGORIES = 1000
+
+
+def encoding(frame: pd.DataFrame, where: str) -> dict[str, Any]:
     """How the feature columns of ``frame`` become numbers: its numeric columns, and the
     categories of each other column (scikit-learn's ``OneHotEncoder``, fitted here)."""
     from sklearn.preprocessing import OneHotEncoder
 
     numeric = [c for c in frame.columns if is_numeric(frame[c])]
     other = [c for c in frame.columns if c not in numeric]
+    limit = min(MAX_CATEGORIES, max(20, len(frame) // 2))
+    for column in other:
+        distinct = frame[column].nunique()
+        if distinct > limit:
+            raise DataError(
+                f"{where}: column {column!r} has {distinct} distinct values in {len(frame)} "
+                f"rows: it looks like an identifier, not a category (one input each, at most "
+                f"{limit} here); leave it out with data.features=[...]"
+            )
     categories: dict[str, list[str]] = {}
     if other:
         encoder = OneHotEncoder().fit(frame[other].astype(str))
