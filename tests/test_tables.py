@@ -180,6 +180,11 @@ def _frame(n: int = 40) -> pd.DataFrame:
             ("data=table", "data.path=t.csv", "data.target=y", "data.val_size=1.5"),
             "data.val_size=1.5 is invalid",
         ),
+        (
+            "t.csv",
+            ("data=table", "data.path=t.csv", "data.target=y", "data.features=[]"),
+            "data.features=[] is invalid",
+        ),
         ("noX.npz", ("data=arrays", "data.path=noX.npz"), "holds no array 'X' (it holds y)"),
         ("short.npz", ("data=arrays", "data.path=short.npz"), "X has 40 rows but y has 39"),
         ("t.csv", ("data=mnist_5k", "+data.path=t.csv"), "data.path is invalid with data.name"),

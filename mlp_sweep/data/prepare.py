@@ -215,6 +215,11 @@ def _columns(frame: pd.DataFrame, source: Source, key: str) -> tuple[pd.DataFram
         raise DataError(
             f"data.target={source.target!r} is not a column of {key}={path}; it has {shown}"
         )
+    if source.features == ():
+        raise DataError(
+            "data.features=[] is invalid: name one or more feature columns, or null for every "
+            "column but data.target"
+        )
     features = source.features or [c for c in frame.columns if c != source.target]
     for name in features:
         if name not in frame.columns:
