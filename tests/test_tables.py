@@ -2,6 +2,7 @@
 swept like MNIST, then the winner applied to new rows with `mlp-sweep predict`."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -328,3 +329,13 @@ def test_a_text_column_of_identifiers_is_refused_rather_than_one_hot_encoded(run
     args = ("data=table", _table(tmp_path, frame), "data.target=y", "hydra.run.dir=r")
     refused(run_app(*args), "column 'id' has 200 distinct values in 200 rows")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_file_rewritten_with_its_old_size_and_time_is_hashed_again(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,y\n1,0\n")
+    before = data.cache.content_hash(path, str(tmp_path))
+    stat = path.stat()
+    path.write_text("a,y\n2,0\n")  # same size; the old modification time put back
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert data.cache.content_hash(path, str(tmp_path)) != before

@@ -21,8 +21,9 @@ def cache_path(cache_dir: str | None = None) -> Path:
 
 def content_hash(path: str | Path, cache_dir: str | None = None) -> str:
     """The SHA-256 of a file's bytes. Remembered, as git's index does, by the file's path,
-    size and modification time in ``hashes.json`` of the cache folder: a large file is read
-    again only when one of them changes. Raises OSError if the file cannot be read.
+    size, modification and change times and inode in ``hashes.json`` of the cache folder: a
+    large file is read again only when one of them changes. Raises OSError if the file cannot
+    be read.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -32,7 +33,9 @@ def content_hash(path: str | Path, cache_dir: str | None = None) -> str:
     """
     file = Path(path).expanduser().resolve()
     stat = file.stat()
-    stamp = [stat.st_size, stat.st_mtime_ns]
+    # The change time too, as git's index keeps it: a copy that puts back the old
+    # modification time (cp -p, rsync -t) cannot put back the change time.
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
     index_file = cache_path(cache_dir) / HASHES_FILE
     index = _read_index(index_file)
     known = index.get(str(file))
