@@ -339,3 +339,18 @@ def test_a_file_rewritten_with_its_old_size_and_time_is_hashed_again(tmp_path):
     path.write_text("a,y\n2,0\n")  # same size; the old modification time put back
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert data.cache.content_hash(path, str(tmp_path)) != before
+
+
+def test_a_study_continues_over_a_moved_file_and_refuses_a_changed_one(run_app, tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=40), "y": [0, 1] * 20})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    search = ("hparams_search=optuna", "data=table", "data.target=y", "epochs=1", "hidden=8")
+    assert run_app(*search, "data.path=t.csv", "hydra.sweeper.n_trials=1").code == 0
+    (tmp_path / "moved").mkdir()
+    shutil.move(tmp_path / "t.csv", tmp_path / "moved" / "t.csv")
+    moved = run_app(*search, "data.path=moved/t.csv", "hydra.sweeper.n_trials=2")
+    assert moved.code == 0, moved.err
+    frame.assign(a=frame.a * 2).to_csv(tmp_path / "moved" / "t.csv", index=False)
+    changed = run_app(*search, "data.path=moved/t.csv", "hydra.sweeper.n_trials=3")
+    refused(changed, "was started with other settings (data.sha256=")
