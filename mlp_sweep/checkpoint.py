@@ -24,10 +24,11 @@ from mlp_sweep.errors import ConfigError, one_line
 log = logging.getLogger(__name__)
 
 # Keys that may differ between a run and its continuation: where and how it runs, and what it
-# reports where, not what it trains.
+# reports where, not what it trains. A data file may move: its content hash (data.sha256) is
+# what identifies it.
 FREE_KEYS = frozenset(
     {"resume", "retry_failed", "device", "threads", "save_model", "tags", "data.root"}
-    | {"data.cache_dir", "console"}
+    | {"data.cache_dir", "console", "data.path", "data.test_path"}
 )
 FREE_GROUPS = frozenset({"logger"})  # every key under these
 

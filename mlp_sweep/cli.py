@@ -2,6 +2,7 @@
 
 mlp-sweep collect outputs/sweeps/A            # (re)write A's summary files
 mlp-sweep compare outputs/sweeps/A outputs/sweeps/B --metric val_loss
+mlp-sweep predict outputs/runs/R new_rows.csv --out predictions.csv
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def run() -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    if args.command is _predict:
+        return _predict(args)
     missing = [str(d) for d in args.dirs if not Path(d).is_dir()]
     if missing:
         print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
@@ -120,6 +123,34 @@ def _write_comparison(c: collect.Collection, args: argparse.Namespace, text: str
     collect.write_plot(c, args.out / records.SUMMARY_PNG)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    # Imported here: collect and compare never import torch.
+    from mlp_sweep.errors import BadInput
+    from mlp_sweep.predict import predict
+
+    if not (args.run / records.METRICS_FILE).is_file():
+        print(
+            f"error: RUN={args.run} is not a run folder (no {records.METRICS_FILE})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        out = predict(args.run, args.table)
+    except (BadInput, ValueError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        out.to_csv(sys.stdout, index=False)
+        return 0
+    try:
+        records.atomic_write(args.out, lambda tmp: out.to_csv(tmp, index=False))
+    except OSError as err:
+        print(f"error: --out {args.out} cannot be written: {err.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(out)} predictions to {args.out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlp-sweep", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -140,6 +171,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive, help="show only the best N runs")
     p.add_argument("--out", type=Path, help="also write summary files into this folder")
     p.set_defaults(command=_compare)
+
+    p = sub.add_parser("predict", help="apply a run's model to the rows of a table")
+    p.add_argument("run", type=Path, metavar="RUN", help="a run folder trained on a table")
+    p.add_argument("table", type=Path, metavar="TABLE", help=".csv, .tsv, .parquet or .npz (X)")
+    p.add_argument("--out", type=Path, help="write the predictions here (default: stdout, CSV)")
+    p.set_defaults(command=_predict)
     return parser
 
 

@@ -24,7 +24,12 @@ from mlp_sweep.records import COSTS, METRICS, OBJECTIVES
 
 VARIANTS = ("softmax_ce", "sigmoid_mse")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
-DATASETS = ("mnist_5k", "mnist", "fashion_mnist")
+IMAGES = ("mnist_5k", "mnist", "fashion_mnist")
+DATASETS = (*IMAGES, "table", "arrays", "digits", "breast_cancer", "wine")
+SCALES = ("standard", "minmax", "none")  # of table features; images are scaled to [0, 1]
+ON_MISSING = ("error", "drop")  # rows with a missing or infinite value
+# The data keys that only tables and arrays read.
+TABLE_KEYS = ("path", "target", "features", "scale", "missing", "test_size", "test_path")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 CONSOLE_MODES = ("auto", "epochs")
 INTERVALS = ("epoch", "batch")  # when a learning-rate scheduler steps
@@ -41,8 +46,18 @@ class DataConfig:
     name: str = MISSING
     root: str | None = None  # folder holding MNIST/raw or FashionMNIST/raw
     download: bool = False
-    val_size: int = 0  # images held out of the training set for validation
+    val_size: Any = 0  # rows held out of training for validation: a count, or a fraction
     cache_dir: str | None = None  # None: $XDG_CACHE_HOME/mlp_sweep, else ~/.cache/mlp_sweep
+    # Tables and arrays (docs/data.md); null for images.
+    path: str | None = None  # data=table: .csv, .tsv or .parquet; data=arrays: .npz
+    sha256: str | None = None  # data.path's content hash: what identifies the data, not its path
+    target: str | None = None  # the column of labels
+    features: list[str] | None = None  # null: every other column
+    scale: str | None = None  # standard, minmax or none
+    missing: str | None = None  # error, or drop the rows with a missing or infinite value
+    test_size: Any = None  # a count or a fraction; null: 0.2, or none with data.test_path
+    test_path: str | None = None  # a table of test rows of its own
+    test_sha256: str | None = None
 
 
 @dataclass
@@ -77,10 +92,25 @@ def register() -> None:
     OmegaConf.register_resolver("uid", _uid, use_cache=True, replace=True)
     # Names a study after its objective, one metric or several: val_acc, val_acc+n_params.
     OmegaConf.register_resolver("join", _join, replace=True)
+    # A data file's content hash: data.sha256: ${sha256:${.path},${.cache_dir}}.
+    OmegaConf.register_resolver("sha256", _sha256, use_cache=True, replace=True)
 
 
 def _uid() -> str:
     return uuid.uuid4().hex[:6]
+
+
+def _sha256(path: str | None, cache_dir: str | None = None) -> str | None:
+    """The content hash of a data file, or None if it is not set or cannot be read (the data
+    check then says why)."""
+    if path is None:
+        return None
+    from mlp_sweep.data.cache import content_hash  # here: the data package imports torch
+
+    try:
+        return content_hash(path, cache_dir)
+    except OSError:
+        return None
 
 
 def _join(value: Any) -> str:
@@ -154,7 +184,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "batch_size")
     _positive(cfg, "epochs")
     _at_least(cfg, "seed", 0)
-    _at_least(cfg, "data.val_size", 0)
+    _check_data(cfg)
     if cfg.get("threads") is not None:
         _positive(cfg, "threads")
     _check_device(cfg.get("device", "auto"))
@@ -177,6 +207,33 @@ def _check_keys(cfg: DictConfig) -> None:
             if key not in known:
                 allowed = ", ".join(sorted(known - {"hydra"}))
                 raise ConfigError(f"{prefix}{key} is not a config key; allowed: {allowed}")
+
+
+def _check_data(cfg: DictConfig) -> None:
+    _size(cfg, "data.val_size")
+    _size(cfg, "data.test_size")
+    _choice(cfg, "data.scale", SCALES)
+    _choice(cfg, "data.missing", ON_MISSING)
+    name = OmegaConf.select(cfg, "data.name")
+    if name in IMAGES:
+        for key in TABLE_KEYS:
+            if OmegaConf.select(cfg, f"data.{key}") is not None:
+                raise ConfigError(
+                    f"data.{key} is invalid with data.name={name}: it is read by data=table "
+                    "and data=arrays"
+                )
+
+
+def _size(cfg: DictConfig, key: str) -> None:
+    """A split's size: a whole number of rows >= 0, or a fraction of them in (0, 1)."""
+    value = OmegaConf.select(cfg, key)
+    if value is None or (_is_int(value) and value >= 0):
+        return
+    if not (isinstance(value, float) and 0 < value < 1):
+        raise ConfigError(
+            f"{key}={_show(value)} is invalid: must be a whole number of rows >= 0, or a "
+            "fraction of them between 0 and 1"
+        )
 
 
 def _check_device(device: str) -> None:

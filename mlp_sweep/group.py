@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import json
 import logging
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlp_sweep import console, job
 from mlp_sweep.config import hidden_sizes
@@ -86,21 +87,20 @@ def solo_reason(cfg: DictConfig) -> str | None:
 
 
 def group_key(cfg: DictConfig) -> tuple[Any, ...]:
-    """What members of one group share: one data set and split, one batch order length, one
-    device and thread count, one depth, activation and loss. Widths, seeds, init, epochs and
-    every optimizer setting that trains stacked (:func:`solo_reason`) may differ.
+    """What members of one group share: one data set and split (its whole ``data`` config),
+    one batch order length, one device and thread count, one depth, activation and loss.
+    Widths, seeds, init, epochs and every optimizer setting that trains stacked
+    (:func:`solo_reason`) may differ.
 
     >>> from omegaconf import OmegaConf
-    >>> cfg = OmegaConf.create({"data": {"name": "mnist_5k", "val_size": 500, "root": None},
+    >>> cfg = OmegaConf.create({"data": {"name": "mnist_5k", "val_size": 500},
     ...     "batch_size": 100, "device": "cpu", "threads": None, "hidden": [50, 20],
     ...     "model": {"activation": "relu", "name": "softmax_ce"}})
     >>> group_key(cfg)
-    ('mnist_5k', 500, None, 100, 'cpu', None, 2, 'relu', 'softmax_ce')
+    ('{"name": "mnist_5k", "val_size": 500}', 100, 'cpu', None, 2, 'relu', 'softmax_ce')
     """
     return (
-        cfg.data.name,
-        cfg.data.val_size,
-        cfg.data.root,
+        json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True),
         cfg.batch_size,
         cfg.device,
         cfg.threads,
@@ -115,11 +115,12 @@ def partition(cfgs: dict[int, DictConfig], max_members: int, max_padding: float)
     :func:`group_key`, narrowest first, at most ``max_members`` to a group, and no wider than
     keeps the group's padded weights (every member as wide as the widest) within
     ``max_padding`` times its members' own: a member padded to three times its weights does
-    three times its own arithmetic, more than stacking wins back on a CPU. A job with a
+    three times its own arithmetic, more than stacking wins back on a CPU. The weights count
+    the data set's own inputs and classes (:func:`mlp_sweep.data.dims`). A job with a
     :func:`solo_reason` is a group of its own, after the others.
 
     >>> from omegaconf import OmegaConf
-    >>> base = {"data": {"name": "mnist_5k", "val_size": 500, "root": None}, "batch_size": 100,
+    >>> base = {"data": {"name": "mnist_5k", "val_size": 500}, "batch_size": 100,
     ...     "device": "cpu", "threads": None, "model": {"activation": "sigmoid", "name": "x"},
     ...     "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}}
     >>> widths = [200, 50, 100]  # 50 padded to 200 would be 3.4x its weights
@@ -129,6 +130,8 @@ def partition(cfgs: dict[int, DictConfig], max_members: int, max_padding: float)
     >>> partition(cfgs, max_members=16, max_padding=2)
     [[1, 2, 0]]
     """
+    from mlp_sweep import data
+
     by_key: dict[tuple, list[int]] = {}
     alone = []
     for num, cfg in cfgs.items():
@@ -138,27 +141,26 @@ def partition(cfgs: dict[int, DictConfig], max_members: int, max_padding: float)
             alone.append([num])
     groups: list[list[int]] = []
     for nums in by_key.values():
+        inputs, classes = data.dims(cfgs[nums[0]].data)
+
+        def weights(hidden: list[int], inputs: int = inputs, classes: int = classes) -> int:
+            return sum(a * b for a, b in itertools.pairwise([inputs, *hidden, classes]))
+
         widths = {n: hidden_sizes(cfgs[n].hidden) for n in nums}
         group: list[int] = []
-        for num in sorted(nums, key=lambda n: (_weights(widths[n]), n)):
+        for num in sorted(nums, key=lambda n: (weights(widths[n]), n)):
             grown = [*group, num]
             widest = [max(w) for w in zip(*(widths[n] for n in grown))]
-            padded = len(grown) * _weights(widest)
+            padded = len(grown) * weights(widest)
             if group and (
                 len(grown) > max_members
-                or padded > max_padding * sum(_weights(widths[n]) for n in grown)
+                or padded > max_padding * sum(weights(widths[n]) for n in grown)
             ):
                 groups.append(group)
                 grown = [num]
             group = grown
         groups.append(group)
     return groups + alone
-
-
-def _weights(hidden: list[int]) -> int:
-    """The weights of a network of these hidden widths (every data set here has 784 inputs
-    and 10 classes)."""
-    return sum(a * b for a, b in itertools.pairwise([784, *hidden, 10]))
 
 
 def run_log(life: job.Life, log_format: str) -> list[logging.Handler]:
@@ -297,7 +299,14 @@ def _run(members: list[Member], ended: Callable[[int, Outcome], None]) -> None:
             with m.logging():
                 m.model, m.optimizer, m.generator = job.build(m.life.cfg, splits, device)
                 m.life.schedule = job.schedule(m.life.cfg, m.optimizer, splits)
-                job.begin(m.life, m.model, m.optimizer, m.generator, stacked=together)
+                job.begin(
+                    m.life,
+                    m.model,
+                    m.optimizer,
+                    m.generator,
+                    stacked=together,
+                    preprocess=splits.preprocess,
+                )
         except Exception as err:
             m.end(err)
     # Stacked once every member holds its checkpoint's weights and optimizer state.

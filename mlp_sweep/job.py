@@ -50,7 +50,7 @@ def check(cfg: DictConfig) -> None:
     the first one starts; each run calls it again."""
     validate(cfg)
     device = pick_device(cfg.device)
-    data_mod.check_split(cfg.data.name, cfg.data.val_size)
+    data_mod.check(cfg.data)
     _check_optimizer(cfg.optimizer, device)
 
 
@@ -184,7 +184,7 @@ def train(life: Life, progress: bool | None = None) -> float | list[float]:
     splits = load_data(cfg, life.device)
     model, optimizer, generator = build(cfg, splits, life.device)
     life.schedule = schedule(cfg, optimizer, splits)
-    begin(life, model, optimizer, generator)
+    begin(life, model, optimizer, generator, preprocess=splits.preprocess)
     try:
         fit(
             model,
@@ -260,14 +260,7 @@ def settle(life: Life) -> float | list[float]:
 
 def load_data(cfg: DictConfig, device: torch.device) -> data_mod.Splits:
     """The run's data set, split, on ``device`` (loaded once per process)."""
-    return data_mod.load(
-        cfg.data.name,
-        device=device,
-        val_size=cfg.data.val_size,
-        root=cfg.data.root,
-        download=cfg.data.download,
-        cache_dir=cfg.data.cache_dir,
-    )
+    return data_mod.load_data(cfg.data, device)
 
 
 def build(
@@ -301,12 +294,16 @@ def begin(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     stacked: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> None:
     """Take the folder for the run: write .hydra/ and metrics.json, load the checkpoint it
     continues from, connect the study and the loggers. ``stacked`` says, in metrics.json,
-    which group the run trains in."""
+    which group the run trains in; ``preprocess``, how a table's rows became its inputs
+    (preprocess.json, which ``mlp-sweep predict`` applies to new rows)."""
     cfg, out = life.cfg, life.out
     record = _take_folder(life)
+    if preprocess is not None:
+        records.write_json(out / records.PREPROCESS_FILE, preprocess)
     if stacked is not None:
         record.data["stacked"] = stacked
         record.save()
@@ -426,6 +423,7 @@ def kept_failure(out: Path, error: str | None) -> RunFailed:
 
 # What a run leaves besides metrics.json; a run started afresh removes an earlier attempt's.
 _OUTPUT_FILES = (
+    records.PREPROCESS_FILE,
     records.CHECKPOINT_FILE,
     records.MODEL_FILE,
     records.HISTORY_FILE,

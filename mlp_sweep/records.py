@@ -25,6 +25,7 @@ HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREPROCESS_FILE = "preprocess.json"  # a table's features, encoding, scaling and classes
 HYDRA_DIR = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: Hydra's record of the job
 
 # Files a sweep folder gets once its runs are collected.

