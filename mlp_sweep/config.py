@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -77,6 +78,15 @@ def register() -> None:
     OmegaConf.register_resolver("uid", _uid, use_cache=True, replace=True)
     # Names a study after its objective, one metric or several: val_acc, val_acc+n_params.
     OmegaConf.register_resolver("join", _join, replace=True)
+
+
+def is_search(overrides: Sequence[str]) -> bool:
+    """Whether command-line overrides choose an Optuna search, which is always a multirun.
+
+    >>> is_search(["hparams_search=optuna", "epochs=2"]), is_search(["hidden=50,100"])
+    (True, False)
+    """
+    return any(o.startswith("hparams_search=") for o in overrides)
 
 
 def _uid() -> str:
