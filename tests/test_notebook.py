@@ -41,6 +41,17 @@ def test_import_mlp_sweep_leaves_pandas_and_torch_until_a_function_is_used():
     assert out.stdout.split("\n")[:2] == ["[]", "['pandas']"]
 
 
+def test_drawing_a_summary_keeps_the_notebooks_matplotlib_backend():
+    # Jupyter's kernel names its inline backend in MPLBACKEND; a module that chose Agg on
+    # import took it away, and pyplot's figures stopped showing in the notebook.
+    code = "import matplotlib, mlp_sweep.plots; print(matplotlib.get_backend())"
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "svg"
+
+
 def test_sweep_returns_the_table_of_the_sweeps_summary_csv(grid):
     folder, table = grid
     assert list(table["run"]) == ["0", "1"] and list(table["hidden"]) == [20, 40]
@@ -129,6 +140,7 @@ def test_a_search_keeps_its_study_in_dir_and_continues_there(tmp_path, monkeypat
     again = mlp_sweep.sweep(*search, "hydra.sweeper.n_trials=2", dir=folder)
     assert list(again["trial"]) == [0, 1]
     assert again.loc[0, "val_acc"] == first.loc[0, "val_acc"]  # kept, not trained again
+    assert again.to_csv(index=False) == (folder / "summary.csv").read_text()
     assert not (tmp_path / "outputs").exists()  # nothing of it outside its folder
 
 
