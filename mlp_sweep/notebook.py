@@ -153,7 +153,7 @@ def plot(folder: str | Path) -> Figure:
 
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=72, bbox_inches="tight")  # a notebook keeps it
     return buffer.getvalue()
 
 
@@ -181,7 +181,7 @@ def _arguments(overrides: Sequence[str], folder: str | Path | None) -> list[str]
         return arguments
     if any(o.startswith("hydra.sweep.dir=") for o in overrides):
         raise BadInput("dir= and hydra.sweep.dir= both name the sweep's folder; give one")
-    where = Path(folder).resolve()
+    where = Path(folder).expanduser().resolve()
     arguments.append(f"hydra.sweep.dir={_quoted(str(where))}")
     if is_search(overrides) and not any(o.startswith("hydra.sweeper.storage=") for o in overrides):
         storage = f"sqlite:///{where}/${{hydra.sweeper.study_name}}.db"
