@@ -26,13 +26,21 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mlp_sweep.errors import BadInput, ConfigError, RunFailed, SweepFailed, one_line
+from mlp_sweep.config import is_search
+from mlp_sweep.errors import (
+    BAD_INPUT,
+    INTERRUPTED,
+    BadInput,
+    ConfigError,
+    RunFailed,
+    SweepFailed,
+    one_line,
+)
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # What configs may build with `_target_` here: this project's callbacks. Optimizers, samplers
 # and pruners are allowed where they are built (job.OPTIMIZERS, study.TRUSTED).
 TRUSTED_TARGETS = ("mlp_sweep.*",)
-BAD_INPUT = 2  # exit status for a config or data error, as argparse uses
 # Hydra's flags that choose what to do; with one of them present, a search is not started.
 _MODE_FLAGS = {"-m", "--multirun", "-r", "--run", "-c", "--cfg", "-i", "--info", "-h", "--help"}
 _MODE_FLAGS |= {"--hydra-help", "-sc", "--shell-completion"}
@@ -77,13 +85,13 @@ def main() -> None:
     # A search is always a multirun. Hydra 1.4 takes hydra.mode only from the command line or
     # the primary config, so an hparams_search config cannot set it: it is said here instead.
     args = sys.argv[1:]
-    if any(a.startswith("hparams_search=") for a in args) and not _MODE_FLAGS & set(args):
+    if is_search(args) and not _MODE_FLAGS & set(args):
         sys.argv.insert(1, "--multirun")
     try:
         _hydra_main()
     except KeyboardInterrupt:
         print("interrupted; finished runs and the summary are kept", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except (
         BadInput,
         ConfigCompositionException,

@@ -15,11 +15,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mlp_sweep import objectives, records
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +266,7 @@ def write_summary(
     if c.runs.empty:
         log.warning("no runs found under %s; nothing to summarise", sweep_dir)
         return c
-    columns = [col for col in (*_FIXED_COLUMNS, *c.params) if col in c.runs.columns]
-    if "pareto" in c.runs.columns:
-        columns.insert(columns.index("status") + 1, "pareto")
-    table = c.runs[columns]
+    table = summary_table(c)
     records.atomic_write(
         sweep_dir / records.SUMMARY_CSV, lambda tmp: table.to_csv(tmp, index=False)
     )
@@ -277,13 +277,32 @@ def write_summary(
     return c
 
 
+def summary_table(c: Collection) -> pd.DataFrame:
+    """The table of summary.csv: one row per run, the fixed columns, then the parameters
+    that differ between the runs."""
+    columns = [col for col in (*_FIXED_COLUMNS, *c.params) if col in c.runs.columns]
+    if "pareto" in c.runs.columns:
+        columns.insert(columns.index("status") + 1, "pareto")
+    return c.runs[columns].reset_index(drop=True)
+
+
 def write_plot(c: Collection, path: Path) -> None:
     """summary.png for a collection, if any run has a history."""
-    from mlp_sweep.plots import plot_summary  # matplotlib: only where a figure is drawn
+    from mlp_sweep import plots  # matplotlib: only where a figure is drawn
 
-    if c.histories:
-        runs = c.runs.assign(legend=[f"{i}: {setting(r, c.params)}" for i, r in c.runs.iterrows()])
-        plot_summary(runs, c.histories, c.params, c.metric, path)
+    figure = summary_figure(c)
+    if figure is not None:
+        plots.save(figure, path)
+
+
+def summary_figure(c: Collection) -> Figure | None:
+    """The figure of summary.png (None if no run has finished an epoch)."""
+    from mlp_sweep import plots
+
+    if not c.histories:
+        return None
+    runs = c.runs.assign(legend=[f"{i}: {setting(r, c.params)}" for i, r in c.runs.iterrows()])
+    return plots.summary_figure(runs, c.histories, c.params, c.metric)
 
 
 def run_dirs(folder: Path) -> list[Path]:

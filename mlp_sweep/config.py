@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -94,6 +95,15 @@ def register() -> None:
     OmegaConf.register_resolver("join", _join, replace=True)
     # A data file's content hash: data.sha256: ${sha256:${.path},${.cache_dir}}.
     OmegaConf.register_resolver("sha256", _sha256, use_cache=True, replace=True)
+
+
+def is_search(overrides: Sequence[str]) -> bool:
+    """Whether command-line overrides choose an Optuna search, which is always a multirun.
+
+    >>> is_search(["hparams_search=optuna", "epochs=2"]), is_search(["hidden=50,100"])
+    (True, False)
+    """
+    return any(o.startswith("hparams_search=") for o in overrides)
 
 
 def _uid() -> str:

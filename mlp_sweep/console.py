@@ -10,13 +10,18 @@ brings the per-epoch lines of a sweep's jobs back.
 from Hydra's ``on_job_end`` callback when the job runs in that process (the basic launcher),
 and by looking at the sweep folder every second when jobs run elsewhere (joblib, submitit,
 Ray). Each time it also rewrites the sweep's summary.csv and summary.md, so
-``mlp-sweep compare`` on a running sweep shows what is done.
+``mlp-sweep compare`` on a running sweep shows what is done. Where ``$MLP_SWEEP_EVENTS``
+names a file, it also appends one JSON line there per event of the bar (the sweep starts,
+a job ends), for a program that runs the sweep and draws its own bar
+(:func:`mlp_sweep.notebook.sweep`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -35,6 +40,7 @@ from mlp_sweep.errors import one_line
 LIVE_SUMMARY_SECONDS = 5.0  # the live summary is rewritten at most this often
 POLL_SECONDS = 1.0  # how often the sweep folder is looked at when jobs run in other processes
 _FINAL = {records.COMPLETE, records.FAILED, records.PRUNED, records.INTERRUPTED}
+EVENTS = "MLP_SWEEP_EVENTS"  # the environment variable naming the sweep's event file
 
 
 class ConsoleHandler(logging.StreamHandler):
@@ -121,6 +127,14 @@ class SweepWatch:
         done = min(len(self.seen), total) if total else len(self.seen)
         self.bar = tqdm(total=total, initial=done, desc="sweep", unit=self.unit, disable=None)
         self._show_best()
+        _event(
+            "start",
+            dir=str(self.sweep_dir),
+            total=total,
+            done=done,
+            unit=self.unit,
+            best=self._best(),
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         launcher = str(config.hydra.launcher.get("_target_", ""))
@@ -142,7 +156,7 @@ class SweepWatch:
                     self._report(run_dir, data)
             elif error is not None:
                 self._line(f"{self.unit} {run_dir.name}  failed: {one_line(error)}")
-                self.bar.update(1)
+                self._count(run_dir, records.FAILED)
             self._show_best()
             self._write_summary()
 
@@ -178,7 +192,12 @@ class SweepWatch:
         self.seen[run_dir] = data.get("finished_at")
         self._update_best(run_dir, data)
         self._line(job_line(run_dir, data, self.swept, self.fixed))
+        self._count(run_dir, data["status"])
+
+    def _count(self, run_dir: Path, status: str) -> None:
+        """One more job done, on the bar and in the event file."""
         self.bar.update(1)
+        _event("job", run=str(run_dir), status=status, best=self._best())
 
     def _finished_runs(self) -> list[tuple[Path, dict[str, Any]]]:
         found = []
@@ -201,10 +220,17 @@ class SweepWatch:
             trial = data.get("trial")
             self.best = (value, f"trial {trial['number']}" if trial else f"job {run_dir.name}")
 
+    def _best(self) -> str | None:
+        """The best run so far, as the bar shows it: ``best val_acc 0.8125 (job 1)``."""
+        if self.best is None:
+            return None
+        value, run = self.best
+        return f"best {self.objective} {value:.4f} ({run})"
+
     def _show_best(self) -> None:
-        if self.best is not None:
-            value, run = self.best
-            self.bar.set_postfix_str(f"best {self.objective} {value:.4f} ({run})")
+        best = self._best()
+        if best is not None:
+            self.bar.set_postfix_str(best)
 
     def _line(self, text: str) -> None:
         self.bar.write(text, file=sys.stdout)
@@ -224,6 +250,16 @@ class SweepWatch:
             collect.write_summary(self.sweep_dir, self.objective, plot=False)
         except (OSError, ValueError) as err:
             self._line(f"warning: the summary could not be rewritten: {one_line(err)}")
+
+
+def _event(event: str, **fields: Any) -> None:
+    """Append one event as a JSON line to the file ``$MLP_SWEEP_EVENTS`` names, if it names
+    one. A line is written whole by one call, so a reader that takes complete lines only
+    never reads half of one."""
+    path = os.environ.get(EVENTS)
+    if path:
+        with open(path, "a") as file:
+            file.write(json.dumps({"event": event, **fields}) + "\n")
 
 
 def say(text: str) -> None:

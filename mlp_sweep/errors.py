@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Exit statuses of the command, beside 1 for a run or sweep that failed.
+BAD_INPUT = 2  # a config or data error, as argparse uses
+INTERRUPTED = 130  # Ctrl-C, as a shell reports a process that SIGINT ended
+
 
 class BadInput(ValueError):
     """Input the user must change: the message names the key, the value and what is allowed."""

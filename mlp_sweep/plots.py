@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -92,13 +89,12 @@ def _curves_figure() -> tuple[Figure, dict[str, Line2D]]:
     return fig, lines
 
 
-def plot_summary(
+def summary_figure(
     runs: pd.DataFrame,
     histories: dict[str, pd.DataFrame],
     params: Sequence[str],
     metric: str,
-    path: Path,
-) -> None:
+) -> Figure:
     """One figure for a sweep: every run's curves overlaid, then ``metric`` against each
     swept parameter, then, for three parameters or more, a parallel-coordinates panel.
     ``runs`` has one row per run, indexed like ``histories``, with a ``legend`` column naming
@@ -135,7 +131,7 @@ def plot_summary(
         _parallel(fig, fig.add_subplot(rows, 1, rows), runs, params, metric)
     fig.suptitle(f"{len(runs)} runs; {metric} against each swept parameter")
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
 def plot_study(study: optuna.Study, folder: Path, objectives: Sequence[str] = ()) -> None:
@@ -145,7 +141,10 @@ def plot_study(study: optuna.Study, folder: Path, objectives: Sequence[str] = ()
     A study with several ``objectives`` gets those plots for the first one, and its Pareto
     front (of two or three objectives) as a fifth figure.
     """
-    import matplotlib.pyplot as plt  # Optuna's plots draw on pyplot's figures
+    # Optuna's plots draw on pyplot's figures: on Agg, files only, never a window. (Chosen
+    # here, not for the module: a notebook that draws the summary figure keeps its backend.)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
@@ -175,7 +174,7 @@ def plot_study(study: optuna.Study, folder: Path, objectives: Sequence[str] = ()
             log.info("skipped %s: %s", name, err)
             plt.close("all")
             continue
-        _save(figure, folder / name)
+        save(figure, folder / name)
         plt.close(figure)
 
 
@@ -291,5 +290,6 @@ def _label(ax: Axes, ylabel: str, legend: bool = True) -> None:
         ax.legend(loc="best" if len(ax.lines) > 2 else "upper right", fontsize="small")
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save(fig: Figure, path: Path) -> None:
+    """``fig`` as a PNG at ``path``, written atomically."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -1,0 +1,176 @@
+"""mlp_sweep.sweep, load, history and plot: sweeps from a notebook, results as DataFrames; and
+the example notebook, run top to bottom in a real Jupyter kernel."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from conftest import REPO, run_in_process
+from matplotlib.figure import Figure
+from nbclient import NotebookClient
+
+import mlp_sweep
+from mlp_sweep.errors import BadInput, SweepFailed
+
+EXAMPLE = REPO / "examples" / "l09_sweep.ipynb"
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """A 2-job grid of 2 epochs run by sweep(): its folder, and the table sweep() returned."""
+    folder = tmp_path_factory.mktemp("notebook") / "grid"
+    return folder, mlp_sweep.sweep("hidden=20,40", "epochs=2", dir=folder)
+
+
+def test_import_mlp_sweep_leaves_pandas_and_torch_until_a_function_is_used():
+    code = (
+        "import sys, mlp_sweep\n"
+        "print(sorted({'pandas', 'torch', 'matplotlib'} & set(sys.modules)))\n"
+        "mlp_sweep.load\n"
+        "print(sorted({'pandas', 'torch', 'matplotlib'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "['pandas']"]
+
+
+def test_drawing_a_summary_keeps_the_notebooks_matplotlib_backend():
+    # Jupyter's kernel names its inline backend in MPLBACKEND; a module that chose Agg on
+    # import took it away, and pyplot's figures stopped showing in the notebook.
+    code = "import matplotlib, mlp_sweep.plots; print(matplotlib.get_backend())"
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "svg"
+
+
+def test_sweep_returns_the_table_of_the_sweeps_summary_csv(grid):
+    folder, table = grid
+    assert list(table["run"]) == ["0", "1"] and list(table["hidden"]) == [20, 40]
+    assert set(table["status"]) == {"complete"}
+    assert table.to_csv(index=False) == (folder / "summary.csv").read_text()
+
+
+def test_sweep_trains_as_run_py_does_stacked_by_default(grid, tmp_path):
+    folder, table = grid
+    first = json.loads((folder / "0" / "metrics.json").read_text())
+    assert first["stacked"]["members"] == 2  # the grid's default launcher
+    result = run_in_process("-m", "hidden=20,40", "epochs=2", "hydra.sweep.dir=cli", cwd=tmp_path)
+    assert result.code == 0, result.err
+    command = pd.read_csv(tmp_path / "cli" / "summary.csv")
+    metrics = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
+    pd.testing.assert_frame_equal(table[metrics], command[metrics])
+
+
+def test_load_agrees_with_summary_csv_on_a_run_and_on_a_folder_above_sweeps(grid):
+    folder, table = grid
+    one = mlp_sweep.load(folder / "1")
+    assert len(one) == 1 and one.loc[0, "val_acc"] == table.loc[1, "val_acc"]
+    above = mlp_sweep.load(folder.parent)  # the sweep's runs, named by their path below
+    assert list(above["run"]) == ["grid/0", "grid/1"]
+    assert list(above["val_acc"]) == list(table["val_acc"])
+
+
+def test_load_refuses_a_folder_without_runs_in_one_line(tmp_path):
+    with pytest.raises(BadInput, match=r"^no run folders under .*empty$"):
+        (tmp_path / "empty").mkdir()
+        mlp_sweep.load(tmp_path / "empty")
+    with pytest.raises(BadInput, match=r"^not a folder: .*missing$"):
+        mlp_sweep.load(tmp_path / "missing")
+
+
+def test_history_has_one_row_per_run_and_epoch_with_its_swept_values(grid):
+    folder, _ = grid
+    curves = mlp_sweep.history(folder)
+    assert list(curves.columns[:3]) == ["sweep", "run", "hidden"]
+    assert list(zip(curves["run"], curves["hidden"], curves["epoch"])) == [
+        ("0", 20, 1),
+        ("0", 20, 2),
+        ("1", 40, 1),
+        ("1", 40, 2),
+    ]
+    on_disk = pd.read_csv(folder / "1" / "history.csv")
+    mine = curves[curves["run"] == "1"][list(on_disk.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, on_disk, check_dtype=False)
+
+
+def test_plot_returns_the_summary_figure_which_shows_itself_as_png(grid):
+    folder, _ = grid
+    figure = mlp_sweep.plot(folder)
+    assert isinstance(figure, Figure)
+    assert figure._repr_png_().startswith(b"\x89PNG")  # how IPython shows it without pyplot
+
+
+def test_a_bad_override_raises_the_line_the_command_prints(tmp_path):
+    said = run_in_process("-m", "model=foo", cwd=tmp_path).err.strip()
+    assert said.startswith("error: model=foo is invalid")
+    with pytest.raises(BadInput) as refused:
+        mlp_sweep.sweep("model=foo", dir=tmp_path / "never")
+    assert str(refused.value) == said.removeprefix("error: ")
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_folder_is_named_once(tmp_path):
+    with pytest.raises(BadInput, match="give one"):
+        mlp_sweep.sweep("hidden=20", f"hydra.sweep.dir={tmp_path}", dir=tmp_path)
+
+
+def test_a_sweep_whose_run_diverged_raises_its_line_naming_the_summary(tmp_path):
+    with pytest.raises(SweepFailed, match=r"^1 of 2 jobs failed; .*summary\.md$"):
+        mlp_sweep.sweep("lr=1e38,0.1", "hidden=20", "epochs=1", dir=tmp_path / "s")
+    table = mlp_sweep.load(tmp_path / "s")
+    assert list(table["status"]) == ["failed", "complete"]
+
+
+def test_a_search_keeps_its_study_in_dir_and_continues_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "a search, with a comma"
+    search = ("hparams_search=optuna", "epochs=1")
+    first = mlp_sweep.sweep(*search, "hydra.sweeper.n_trials=1", dir=folder)
+    assert list(first["trial"]) == [0]
+    assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
+    again = mlp_sweep.sweep(*search, "hydra.sweeper.n_trials=2", dir=folder)
+    assert list(again["trial"]) == [0, 1]
+    assert again.loc[0, "val_acc"] == first.loc[0, "val_acc"]  # kept, not trained again
+    assert again.to_csv(index=False) == (folder / "summary.csv").read_text()
+    assert not (tmp_path / "outputs").exists()  # nothing of it outside its folder
+
+
+def test_an_interrupt_stops_the_sweep_as_ctrl_c_does_and_the_same_call_finishes_it(tmp_path):
+    folder = tmp_path / "s"
+    overrides = ("hidden=20,40", "epochs=8", "hydra/launcher=basic")
+
+    def interrupt_once_job_0_has_finished_an_epoch():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (folder / "0" / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_job_0_has_finished_an_epoch, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        mlp_sweep.sweep(*overrides, dir=folder)
+    table = pd.read_csv(folder / "summary.csv")  # written by the sweep as it stopped
+    assert list(table["status"]) == ["interrupted"] and table.loc[0, "epochs_run"] < 8
+    assert not (folder / "1").exists()  # no later job started
+    finished = mlp_sweep.sweep(*overrides, dir=folder)
+    assert list(finished["status"]) == ["complete", "complete"]
+    assert list(finished["epochs_run"]) == [8, 8]
+
+
+def test_the_example_notebook_runs_in_a_kernel_and_shows_its_figures(tmp_path):
+    notebook = nbformat.read(EXAMPLE, as_version=4)
+    client = NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises at the first cell that fails
+    outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
+    figures = [out for out in outputs if "image/png" in out.get("data", {})]
+    assert len(figures) == 2  # the seaborn curves, and plot()'s summary figure
+    table = pd.read_csv(tmp_path / "outputs" / "sweeps" / "l09" / "summary.csv")
+    assert len(table) == 12 and set(table["status"]) == {"complete"}
