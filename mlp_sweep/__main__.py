@@ -1,5 +1,5 @@
 """``python -m mlp_sweep [-m] [overrides]``: the command of run.py, from any folder."""
 
-from mlp_sweep.app import main
+from mlp_sweep.app import run
 
-main()
+run()
