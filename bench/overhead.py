@@ -6,6 +6,7 @@ against ``python -c "import torch"`` (T0) on the same machine, with its peak RSS
     python bench/overhead.py --many           # also the 256-job grid of one-epoch runs
     python bench/overhead.py --lecture        # also the 16-job lecture grid, basic vs stacked
     python bench/overhead.py --compose        # only: a grid's 32 jobs composed in-process
+    python bench/overhead.py --exit           # only: how long a process takes to end
 
 Each command runs in a fresh temporary folder; the best of ``--repeats`` is kept. The data
 set's load time is measured inside a new process, from the cache that the README's command
@@ -80,15 +81,32 @@ def compose(arguments: list[str]) -> None:
         print(f"{name}: {len(jobs)} jobs in {seconds:.2f} s, {each:.0f} ms a job")
 
 
+def exit_cost() -> None:
+    """How long a process takes to end after its last line, with and without gc.freeze()
+    (best of 5 each): what Python's shutdown costs once torch and its compiler stack are in."""
+    for imports in ("torch", "torch, torch._dynamo", "pandas, matplotlib.backends.backend_agg"):
+        for freeze in ("", "import gc; gc.freeze(); "):
+            code = f"import {imports}, time; {freeze}print(time.time())"
+            best = float("inf")
+            for _ in range(5):
+                out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
+                best = min(best, time.time() - float(out.stdout.split()[-1]))
+            print(f"import {imports:42} {'gc.freeze()' if freeze else 'as is':11} {best:.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--many", action="store_true", help="the 256-job grid too")
     parser.add_argument("--lecture", action="store_true", help="the lecture grid, basic/stacked")
     parser.add_argument("--compose", action="store_true", help="only: composing 32 jobs")
+    parser.add_argument("--exit", action="store_true", help="only: the cost of a process's end")
     args = parser.parse_args()
     if args.compose:
         compose(["hidden=range(16,528,16)", "epochs=1"])
+        return
+    if args.exit:
+        exit_cost()
         return
 
     rows: list[tuple[str, float, float, str]] = []
