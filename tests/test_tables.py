@@ -354,3 +354,16 @@ def test_a_study_continues_over_a_moved_file_and_refuses_a_changed_one(run_app, 
     frame.assign(a=frame.a * 2).to_csv(tmp_path / "moved" / "t.csv", index=False)
     changed = run_app(*search, "data.path=moved/t.csv", "hydra.sweeper.n_trials=3")
     refused(changed, "was started with other settings (data.sha256=")
+
+
+@pytest.mark.parametrize("key", ["data.sha256", "data.test_sha256"])
+def test_a_hash_set_by_hand_that_is_not_the_files_own_is_refused(run_app, tmp_path, key):
+    # Else the cache, keyed by the hash, would give another file's rows for this one.
+    _table(tmp_path, _frame(), "first.csv")
+    _table(tmp_path, _frame().assign(y=[1, 0] * 20), "second.csv")
+    first = data.cache.content_hash(tmp_path / "first.csv", str(tmp_path))
+    args = ("data=table", "data.path=second.csv", "data.target=y", "hydra.run.dir=r")
+    if key == "data.test_sha256":
+        args = (*args, "data.test_path=second.csv")
+    refused(run_app(*args, f"{key}={first}", "epochs=1"), f"{key}={first} is invalid")
+    assert not (tmp_path / "r").exists()

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mlp_sweep.data import arrays, examples, table
-from mlp_sweep.data.cache import cache_path
+from mlp_sweep.data.cache import cache_path, content_hash
 from mlp_sweep.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,17 @@ def prepared(source: Source) -> Prepared:
         ):
             if key == "data.path" and path is None:
                 raise DataError(f"data.path is not set: data={source.name} reads its rows from it")
-            if path is not None and digest is None:  # the config's hash: unreadable then
-                raise DataError(f"{key}={path}: no such file, or it cannot be read")
+            if path is None:
+                continue
+            try:
+                actual = content_hash(path, source.cache)
+            except OSError:
+                raise DataError(f"{key}={path}: no such file, or it cannot be read") from None
+            if digest != actual:  # set by hand: the cache, keyed by it, would mix files up
+                raise DataError(
+                    f"{key.replace('path', 'sha256')}={digest} is invalid: it is computed from "
+                    f"{key}'s content; leave it unset"
+                )
     folder = Path(source.cache) / "tables" / _key(_parse_key(source))
     try:
         return _cached(source, folder)
