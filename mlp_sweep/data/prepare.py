@@ -122,34 +122,48 @@ def prepared(source: Source) -> Prepared:
     folder = Path(source.cache) / "tables" / _key(_parse_key(source))
     try:
         return _cached(source, folder)
-    except DataError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        log.warning("%s is damaged (%s); parsing %s again", folder, one_line(err), source.where)
+    except _Damaged as err:
+        log.warning("%s is damaged (%s); parsing %s again", folder, err, source.where)
         shutil.rmtree(folder, ignore_errors=True)
     return _cached(source, folder)
 
 
+class _Damaged(Exception):
+    """A cache folder's files cannot be read back (cut short, or not what was written)."""
+
+
+# What reading back a cut-short or altered .npy, .npz or .json file raises.
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
 def _cached(source: Source, folder: Path) -> Prepared:
-    """The rows of ``source`` from the cache ``folder``, parsed into it first if need be."""
+    """The rows of ``source`` from the cache ``folder``, parsed into it first if need be;
+    _Damaged if what the folder holds cannot be read back."""
     if not (folder / "meta.json").is_file():
         _store(folder, *_parse(source))
-    x = np.load(folder / "x.npy", mmap_mode="r")
-    y = np.load(folder / "y.npy")
-    meta = json.loads((folder / "meta.json").read_text())
+    try:
+        x = np.load(folder / "x.npy", mmap_mode="r")
+        y = np.load(folder / "y.npy")
+        meta = json.loads((folder / "meta.json").read_text())
+        main_rows, classes, how = meta["main_rows"], meta["classes"], meta["encoding"]
+        if len(x) != len(y) or len(x) != meta["rows"]:
+            raise ValueError(f"it holds {len(x)} feature rows and {len(y)} labels")
+    except _READ_ERRORS as err:
+        raise _Damaged(one_line(err)) from err
     split_file = folder / f"split-{_key(_split_key(source))}.npz"
     if not split_file.is_file():
-        parts = _split(source, x, y, meta["main_rows"], meta["classes"])
-        _write_npz(split_file, parts)
-    with np.load(split_file) as parts:
-        train, val, test = parts["train"], parts["val"], parts["test"]
-        scale = {"kind": source.scale, "mul": parts["mul"].tolist(), "add": parts["add"].tolist()}
-    if len(x) != len(y) or len(x) != meta["rows"]:
-        raise ValueError(f"it holds {len(x)} feature rows and {len(y)} labels")
+        _write_npz(split_file, _split(source, x, y, main_rows, classes))
+    try:
+        with np.load(split_file) as parts:
+            train, val, test = parts["train"], parts["val"], parts["test"]
+            mul, add = parts["mul"].tolist(), parts["add"].tolist()
+    except _READ_ERRORS as err:
+        raise _Damaged(one_line(err)) from err
+    scale = {"kind": source.scale, "mul": mul, "add": add}
     preprocess = {
         "source": source.name,
         "target": source.target,
-        **meta["encoding"],
+        **how,
         "scale": scale,
         "classes": meta["classes"],
     }
@@ -230,7 +244,9 @@ def _columns(frame: pd.DataFrame, source: Source, key: str) -> tuple[pd.DataFram
             "column but data.target"
         )
     features = source.features or [c for c in frame.columns if c != source.target]
-    for name in features:
+    for i, name in enumerate(features):
+        if name in features[:i]:
+            raise DataError(f"data.features: {name!r} is listed twice")
         if name not in frame.columns:
             raise DataError(
                 f"data.features: {name!r} is not a column of {key}={path}; it has {shown}"

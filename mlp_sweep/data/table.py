@@ -77,7 +77,13 @@ def encoding(frame: pd.DataFrame, where: str) -> dict[str, Any]:
     other = [c for c in frame.columns if c not in numeric]
     limit = min(MAX_CATEGORIES, max(20, len(frame) // 2))
     for column in other:
-        distinct = frame[column].nunique()
+        try:
+            distinct = frame[column].nunique()
+        except TypeError:  # unhashable values: a Parquet list or struct column
+            raise DataError(
+                f"{where}: column {column!r} holds lists or records; a feature holds numbers, "
+                "text or categories; leave it out with data.features=[...]"
+            ) from None
         if distinct > limit:
             raise DataError(
                 f"{where}: column {column!r} has {distinct} distinct values in {len(frame)} "
@@ -109,7 +115,15 @@ def encode(frame: pd.DataFrame, how: dict[str, Any], where: str) -> np.ndarray:
     for column in how["numeric"]:
         if not is_numeric(frame[column]):
             raise DataError(f"{where}: column {column!r} holds text, but was numeric in training")
-    parts = [frame[how["numeric"]].to_numpy(dtype=np.float32)]
+    with np.errstate(over="ignore"):  # reported below, naming the column
+        numbers = frame[how["numeric"]].to_numpy(dtype=np.float32)
+    finite = np.isfinite(numbers).all(axis=0)
+    if not finite.all():
+        raise DataError(
+            f"{where}: column {how['numeric'][int(np.argmin(finite))]!r} holds a value beyond "
+            "float32's range (3.4e38); rescale it, or leave it out with data.features=[...]"
+        )
+    parts = [numbers]
     categories = how["categories"]
     if categories:
         values = frame[list(categories)].astype(str)
