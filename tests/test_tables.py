@@ -389,3 +389,13 @@ def test_a_hash_set_by_hand_that_is_not_the_files_own_is_refused(run_app, tmp_pa
         args = (*args, "data.test_path=second.csv")
     refused(run_app(*args, f"{key}={first}", "epochs=1"), f"{key}={first} is invalid")
     assert not (tmp_path / "r").exists()
+
+
+def test_scaling_leaves_one_hot_columns_0_or_1(run_app, tmp_path):
+    frame = _frame().assign(a=np.arange(40.0) * 10, colour=["red", "red", "blue", "green"] * 10)
+    args = ("data=table", _table(tmp_path, frame), "data.target=y", "data.scale=standard")
+    assert run_app(*args, "epochs=1", "hydra.run.dir=r").code == 0
+    how = json.loads((tmp_path / "r" / "preprocess.json").read_text())
+    assert how["columns"] == ["a", "colour=blue", "colour=green", "colour=red"]
+    assert how["scale"]["mul"][0] != 1 and how["scale"]["mul"][1:] == [1, 1, 1]
+    assert how["scale"]["add"][1:] == [0, 0, 0]

@@ -36,7 +36,7 @@ SCALES = ("standard", "minmax", "none")
 MISSING = ("error", "drop")
 FILE_SOURCES = ("table", "arrays")
 SOURCES = (*FILE_SOURCES, *examples.EXAMPLES)
-_FORMAT = 2  # of the cached files; a new one makes new cache folders
+_FORMAT = 3  # of the cached files; a new one makes new cache folders
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def _cached(source: Source, folder: Path) -> Prepared:
         raise _Damaged(one_line(err)) from err
     split_file = folder / f"split-{_key(_split_key(source))}.npz"
     if not split_file.is_file():
-        _write_npz(split_file, _split(source, x, y, main_rows, classes))
+        _write_npz(split_file, _split(source, x, y, main_rows, classes, len(how["numeric"])))
     try:
         with np.load(split_file) as parts:
             train, val, test = parts["train"], parts["val"], parts["test"]
@@ -337,10 +337,15 @@ def count(size: int | float | None, rows: int) -> int:
 
 
 def _split(
-    source: Source, x: np.ndarray, y: np.ndarray, main_rows: int, classes: list[Any]
+    source: Source,
+    x: np.ndarray,
+    y: np.ndarray,
+    main_rows: int,
+    classes: list[Any],
+    numeric: int,
 ) -> dict[str, np.ndarray]:
     """Stratified train/validation/test row indices (scikit-learn's ``train_test_split``),
-    and the scaling of each column from the training rows (its ``StandardScaler`` or
+    and the scaling of each numeric column from the training rows (its ``StandardScaler`` or
     ``MinMaxScaler``) as ``x * mul + add``."""
     from sklearn.model_selection import train_test_split
 
@@ -383,23 +388,25 @@ def _split(
     if n_val == 0:
         val = rows[:0]
     train = np.sort(rows)
-    mul, add = _scaling(source.scale, x[train], main_rows)
+    mul, add = _scaling(source.scale, x[train], numeric)
     return {"train": train, "val": np.sort(val), "test": np.sort(test), "mul": mul, "add": add}
 
 
-def _scaling(kind: str, x: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _scaling(kind: str, x: np.ndarray, numeric: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x * mul + add`` per column: the first ``numeric`` columns scaled as ``kind`` says,
+    the one-hot columns after them left 0 or 1."""
     mul, add = np.ones(x.shape[1], np.float32), np.zeros(x.shape[1], np.float32)
-    if kind == "standard":
+    if kind == "standard" and numeric:
         from sklearn.preprocessing import StandardScaler
 
-        scaler = StandardScaler().fit(x)
-        mul, add = 1 / scaler.scale_, -scaler.mean_ / scaler.scale_
-    elif kind == "minmax":
+        scaler = StandardScaler().fit(x[:, :numeric])
+        mul[:numeric], add[:numeric] = 1 / scaler.scale_, -scaler.mean_ / scaler.scale_
+    elif kind == "minmax" and numeric:
         from sklearn.preprocessing import MinMaxScaler
 
-        scaler = MinMaxScaler().fit(x)
-        mul, add = scaler.scale_, scaler.min_
-    return mul.astype(np.float32), add.astype(np.float32)
+        scaler = MinMaxScaler().fit(x[:, :numeric])
+        mul[:numeric], add[:numeric] = scaler.scale_, scaler.min_
+    return mul, add
 
 
 def _store(folder: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, Any]) -> None:
