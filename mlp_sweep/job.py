@@ -30,7 +30,6 @@ from mlp_sweep.config import flatten, hidden_sizes, is_alias, validate
 from mlp_sweep.errors import ConfigError, RunFailed, one_line
 from mlp_sweep.launchers import use_threads
 from mlp_sweep.model import LOSSES, MLP, count_params
-from mlp_sweep.plots import plot_curves
 from mlp_sweep.schedule import Schedule, build_schedule
 from mlp_sweep.study import trial_reporter
 from mlp_sweep.train import Diverged, evaluate, fit
@@ -511,6 +510,10 @@ class RunRecord:
                     self.out / records.HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False)
                 )
                 title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
+                # matplotlib here, not at import: a new font cache logs a line, which would
+                # open the log file of a run refused before it starts.
+                from mlp_sweep.plots import plot_curves
+
                 plot_curves(history, self.out / records.CURVES_FILE, title=title)
         except KeyboardInterrupt:
             if status != records.COMPLETE:  # a failure or an interrupt is recorded still;

@@ -4,6 +4,8 @@ swept like MNIST, then the winner applied to new rows with `mlp-sweep predict`."
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from mlp_sweep import cli, data, group, records
 from mlp_sweep.data import prepare
 from mlp_sweep.errors import DataError
+
+REPO = Path(__file__).resolve().parent.parent
 
 DIGITS = ("data=table", "data.path=digits.csv", "data.target=target")
 FAST = ("model.activation=relu", "lr=0.5", "epochs=3")
@@ -399,3 +403,20 @@ def test_scaling_leaves_one_hot_columns_0_or_1(run_app, tmp_path):
     assert how["columns"] == ["a", "colour=blue", "colour=green", "colour=red"]
     assert how["scale"]["mul"][0] != 1 and how["scale"]["mul"][1:] == [1, 1, 1]
     assert how["scale"]["add"][1:] == [0, 0, 0]
+
+
+def test_bad_data_leaves_no_folder_when_matplotlibs_font_cache_is_new(tmp_path):
+    # Building the font cache logs a line, which would open the run's log file.
+    _table(tmp_path, _frame().assign(a=[np.nan] + [1.0] * 39), "nan.csv")
+    args = ("data=table", "data.path=nan.csv", "data.target=y", "hydra.run.dir=r")
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: data.path=nan.csv: column 'a' has 1 missing or infinite values (of 40 rows); "
+        "data.missing=drop drops those rows"
+    ]
+    assert not (tmp_path / "r").exists()
