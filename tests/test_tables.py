@@ -420,3 +420,26 @@ def test_bad_data_leaves_no_folder_when_matplotlibs_font_cache_is_new(tmp_path):
         "data.missing=drop drops those rows"
     ]
     assert not (tmp_path / "r").exists()
+
+
+def test_predict_writes_by_the_extension_of_out_and_stops_quietly_at_a_closed_pipe(
+    run_app, tmp_path, capsys
+):
+    frame = _frame(4000)
+    args = ("data=table", _table(tmp_path, frame), "data.target=y", "hydra.run.dir=r")
+    assert run_app(*args, "epochs=1").code == 0
+    run, rows = str(tmp_path / "r"), str(tmp_path / "t.csv")
+    assert cli.main(["predict", run, rows, "--out", str(tmp_path / "p.json")]) == 2
+    assert "--out" in capsys.readouterr().err and not (tmp_path / "p.json").exists()
+    assert cli.main(["predict", run, rows, "--out", str(tmp_path / "p.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "p.parquet")) == 4000
+    code = (
+        f"import sys; from mlp_sweep import cli; sys.exit(cli.main(['predict', {run!r}, {rows!r}]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout.readline().startswith(b"predicted,")
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(timeout=120) == 1
+    assert proc.stderr.read() == b""

@@ -48,6 +48,16 @@ def read(path: str | Path, key: str = "data.path") -> pd.DataFrame:
     return frame
 
 
+def write(frame: pd.DataFrame, path: str | Path, named: str | Path | None = None) -> None:
+    """Write ``frame`` to ``path`` in the format the extension of ``named`` (else of
+    ``path``) says, as :func:`read` reads it back."""
+    kind = READERS[Path(named or path).suffix.lower()]
+    if kind == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, sep="\t" if kind == "tsv" else ",", index=False)
+
+
 def is_numeric(column: pd.Series) -> bool:
     """Whether a column is used as numbers (integers, floats, booleans) rather than one-hot."""
     return pd.api.types.is_numeric_dtype(column) and not isinstance(
