@@ -210,6 +210,14 @@ def _frame(n: int = 40) -> pd.DataFrame:
             ("data=table", "data.path=huge.csv", "data.target=y", "data.scale=none"),
             "column 'a' holds a value beyond float32's range",
         ),
+        (
+            "nan_target.csv",
+            ("data=table", "data.path=nan_target.csv", "data.target=y"),
+            "column 'y' (the target) has 2 missing",
+        ),
+        ("t.csv", ("data=arrays", "data.path=t.csv"), "data.path=t.csv is not an .npz file"),
+        ("d.csv", ("data=table", "data.path=d.csv", "data.target=y"), "d.csv is a folder"),
+        ("complex.npz", ("data=arrays", "data.path=complex.npz"), "not complex128"),
         ("noX.npz", ("data=arrays", "data.path=noX.npz"), "holds no array 'X' (it holds y)"),
         ("short.npz", ("data=arrays", "data.path=short.npz"), "X has 40 rows but y has 39"),
         ("t.csv", ("data=mnist_5k", "+data.path=t.csv"), "data.path is invalid with data.name"),
@@ -227,6 +235,11 @@ def test_bad_data_is_one_line_exit_2_and_no_run_folder(run_app, tmp_path, make, 
         "inf.csv": lambda p: frame.assign(a=[np.inf] + [1.0] * 39).to_csv(p, index=False),
         "nested.parquet": lambda p: frame.assign(a=[[1.0, 2.0]] * 40).to_parquet(p),
         "huge.csv": lambda p: frame.assign(a=[1e40] + [1.0] * 39).to_csv(p, index=False),
+        "nan_target.csv": lambda p: frame.assign(y=[np.nan] * 2 + [0, 1] * 19).to_csv(
+            p, index=False
+        ),
+        "d.csv": lambda p: p.mkdir(),
+        "complex.npz": lambda p: np.savez(p, X=np.ones((40, 2), complex), y=frame.y),
         "noX.npz": lambda p: np.savez(p, y=np.zeros(3)),
         "short.npz": lambda p: np.savez(p, X=np.zeros((40, 2)), y=np.zeros(39)),
     }
@@ -443,3 +456,9 @@ def test_predict_writes_by_the_extension_of_out_and_stops_quietly_at_a_closed_pi
     proc.stdout.close()  # as `| head -1` does
     assert proc.wait(timeout=120) == 1
     assert proc.stderr.read() == b""
+
+
+def test_boolean_arrays_are_features_of_0_and_1(run_app, tmp_path):
+    x = np.random.default_rng(0).random((40, 2)) > 0.5
+    np.savez(tmp_path / "b.npz", X=x, y=x[:, 0].astype(int))
+    assert run_app("data=arrays", "data.path=b.npz", "epochs=1", "hydra.run.dir=r").code == 0

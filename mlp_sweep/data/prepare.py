@@ -113,6 +113,8 @@ def prepared(source: Source) -> Prepared:
             try:
                 actual = content_hash(path, source.cache)
             except OSError:
+                if Path(path).expanduser().is_dir():
+                    raise DataError(f"{key}={path} is a folder; name a file in it") from None
                 raise DataError(f"{key}={path}: no such file, or it cannot be read") from None
             if digest != actual:  # set by hand: the cache, keyed by it, would mix files up
                 raise DataError(
@@ -264,11 +266,11 @@ def _complete(
     """The rows without a missing or infinite value; DataError naming the first column that
     has some, unless ``missing`` is ``drop``."""
     bad = np.zeros(len(frame), dtype=bool)
-    columns = {**{c: frame[c] for c in frame.columns}, "the target": labels}
-    for name, column in columns.items():
+    target = f"{labels.name if labels.name is not None else 'y'!r} (the target)"
+    columns = [*((repr(c), frame[c]) for c in frame.columns), (target, labels)]
+    for shown, column in columns:
         rows = table.bad_rows(column)
         if rows.any() and missing != "drop":
-            shown = name if name == "the target" else repr(name)
             raise DataError(
                 f"{where}: column {shown} has {int(rows.sum())} missing or infinite values "
                 f"(of {len(frame)} rows); data.missing=drop drops those rows"
