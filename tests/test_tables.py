@@ -462,3 +462,16 @@ def test_boolean_arrays_are_features_of_0_and_1(run_app, tmp_path):
     x = np.random.default_rng(0).random((40, 2)) > 0.5
     np.savez(tmp_path / "b.npz", X=x, y=x[:, 0].astype(int))
     assert run_app("data=arrays", "data.path=b.npz", "epochs=1", "hydra.run.dir=r").code == 0
+
+
+def test_the_cache_removes_stale_temporary_folders_and_follows_the_umask(run_app, tmp_path):
+    stale = tmp_path / "cache" / "tables" / ".0123456789abcdef.k2j4h5"  # of a killed parse
+    stale.mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    args = ("data=table", _table(tmp_path, _frame()), "data.target=y", "data.cache_dir=cache")
+    assert run_app(*args, "epochs=1", "hydra.run.dir=r").code == 0
+    (folder,) = (tmp_path / "cache" / "tables").iterdir()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in folder.iterdir())

@@ -9,6 +9,7 @@ again; each split is kept beside them as row indices and scaling statistics.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -16,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ import pandas as pd
 from mlp_sweep.data import arrays, examples, table
 from mlp_sweep.data.cache import cache_path, content_hash
 from mlp_sweep.errors import DataError, one_line
+from mlp_sweep.records import UMASK
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +417,9 @@ def _scaling(kind: str, x: np.ndarray, numeric: int) -> tuple[np.ndarray, np.nda
 def _store(folder: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, Any]) -> None:
     """Write the parsed rows into ``folder`` at once: built beside it, then renamed."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes folders private; the cache is not
     try:
         np.save(tmp / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
         np.save(tmp / "y.npy", y.astype(np.int64))
@@ -427,9 +432,23 @@ def _store(folder: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, Any]) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# A temporary folder this old was left by a parse that was killed: no parse takes so long.
+STALE_AFTER_S = 3600
+
+
+def _remove_stale(tables: Path) -> None:
+    """Remove the temporary folders (``.<key>.<random>``) that killed parses left."""
+    now = time.time()
+    for tmp in tables.glob(".*.*"):
+        with contextlib.suppress(OSError):  # another process removed it meanwhile
+            if tmp.is_dir() and now - tmp.stat().st_mtime > STALE_AFTER_S:
+                shutil.rmtree(tmp)
+
+
 def _write_npz(path: Path, parts: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~UMASK)
     try:
         np.savez(tmp, **parts)
         os.replace(tmp, path)
