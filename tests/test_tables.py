@@ -475,3 +475,17 @@ def test_the_cache_removes_stale_temporary_folders_and_follows_the_umask(run_app
     os.umask(umask)
     assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
     assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in folder.iterdir())
+
+
+@pytest.mark.parametrize("name", ["table", "arrays"])
+def test_a_relative_data_path_is_found_when_hydra_changes_into_the_run_folder(
+    run_app, tmp_path, name
+):
+    if name == "table":
+        args = ("data=table", _table(tmp_path, _frame()), "data.target=y")
+    else:
+        np.savez(tmp_path / "t.npz", X=_frame()[["a"]].to_numpy(), y=_frame().y)
+        args = ("data=arrays", "data.path=t.npz")
+    result = run_app(*args, "hydra.job.chdir=true", "epochs=1", "hydra.run.dir=r")
+    assert result.code == 0, result.err
+    assert metrics(tmp_path / "r")["config"]["data"]["sha256"] is not None

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mlp_sweep.data.cache import resolve
 from mlp_sweep.errors import DataError, one_line
 
 Frames = tuple[pd.DataFrame, pd.Series, pd.DataFrame | None, pd.Series | None]
@@ -17,7 +17,7 @@ Frames = tuple[pd.DataFrame, pd.Series, pd.DataFrame | None, pd.Series | None]
 def read(path: str, key: str = "data.path") -> Frames:
     """The features and labels in ``path``, each column of ``X`` named ``x0``, ``x1``, ...;
     DataError naming what is wrong."""
-    file = Path(path).expanduser()
+    file = resolve(path)
     if not file.is_file():
         raise DataError(f"{key}={path}: no such file")
     if not zipfile.is_zipfile(file):

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mlp_sweep.data import arrays, examples, table
-from mlp_sweep.data.cache import cache_path, content_hash
+from mlp_sweep.data.cache import cache_path, content_hash, resolve
 from mlp_sweep.errors import DataError, one_line
 from mlp_sweep.records import UMASK
 
@@ -116,7 +116,7 @@ def prepared(source: Source) -> Prepared:
             try:
                 actual = content_hash(path, source.cache)
             except OSError:
-                if Path(path).expanduser().is_dir():
+                if resolve(path).is_dir():
                     raise DataError(f"{key}={path} is a folder; name a file in it") from None
                 raise DataError(f"{key}={path}: no such file, or it cannot be read") from None
             if digest != actual:  # set by hand: the cache, keyed by it, would mix files up

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlp_sweep.data.cache import resolve
 from mlp_sweep.errors import DataError, one_line
 
 # File name endings, and how pandas reads each.
@@ -26,7 +27,7 @@ def read(path: str | Path, key: str = "data.path") -> pd.DataFrame:
     >>> [(c, is_numeric(frame[c])) for c in frame.columns]
     [('a', True), ('b', False)]
     """
-    file = Path(path).expanduser()
+    file = resolve(path)
     kind = READERS.get(file.suffix.lower())
     if kind is None:
         raise DataError(
