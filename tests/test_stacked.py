@@ -13,7 +13,7 @@ import torch
 from test_faults import start, wait_for_epoch
 from test_search import STRONG_THEN_WEAK
 
-from mlp_sweep import job as job_module
+from mlp_sweep import plots
 from mlp_sweep.model import MLP
 
 STACKED = "hydra/launcher=stacked"
@@ -306,14 +306,14 @@ def test_kill_9_then_the_same_command_repeats_nothing_that_finished(tmp_path):
 
 def _ctrl_c_while_drawing_curves_of(job: str, monkeypatch) -> None:
     """Ctrl-C pressed while job ``job`` draws its curves.png (as a slow drawing would be)."""
-    draw = job_module.plot_curves
+    draw = plots.plot_curves  # looked up where the curves are drawn
 
     def interrupted(history, path, **kwargs):
         if path.parent.name == job:
             raise KeyboardInterrupt
         draw(history, path, **kwargs)
 
-    monkeypatch.setattr(job_module, "plot_curves", interrupted)
+    monkeypatch.setattr(plots, "plot_curves", interrupted)
 
 
 def test_ctrl_c_while_a_member_completes_stops_the_sweep(run_app, tmp_path, monkeypatch):
