@@ -52,12 +52,13 @@ def _hydra_main(cfg: DictConfig) -> float:
 
     try:
         return job.run(cfg)
-    except (BadInput, RunFailed) as err:
+    except (BadInput, RunFailed, KeyboardInterrupt) as err:
         if HydraConfig.get().mode == RunMode.RUN:  # in a sweep the sweeper records it
             folder = Path(HydraConfig.get().runtime.output_dir)
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()  # made by Hydra for a run that never started
-            _fail(err)
+            if not isinstance(err, KeyboardInterrupt):
+                _fail(err)
         raise
 
 

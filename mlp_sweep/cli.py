@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,9 +126,17 @@ def _write_comparison(c: collect.Collection, args: argparse.Namespace, text: str
 
 def _predict(args: argparse.Namespace) -> int:
     # Imported here: collect and compare never import torch.
+    from mlp_sweep.data import table
     from mlp_sweep.errors import BadInput
     from mlp_sweep.predict import predict
 
+    if args.out is not None and args.out.suffix.lower() not in table.READERS:
+        print(
+            f"error: --out {args.out} is invalid: written by its extension; allowed: "
+            f"{', '.join(table.READERS)}",
+            file=sys.stderr,
+        )
+        return 2
     if not (args.run / records.METRICS_FILE).is_file():
         print(
             f"error: RUN={args.run} is not a run folder (no {records.METRICS_FILE})",
@@ -140,10 +149,15 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     if args.out is None:
-        out.to_csv(sys.stdout, index=False)
+        try:
+            out.to_csv(sys.stdout, index=False)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has gone, as Python's docs handle it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         return 0
     try:
-        records.atomic_write(args.out, lambda tmp: out.to_csv(tmp, index=False))
+        records.atomic_write(args.out, lambda tmp: table.write(out, tmp, args.out))
     except OSError as err:
         print(f"error: --out {args.out} cannot be written: {err.strerror}", file=sys.stderr)
         return 1
@@ -175,7 +189,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="apply a run's model to the rows of a table")
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder trained on a table")
     p.add_argument("table", type=Path, metavar="TABLE", help=".csv, .tsv, .parquet or .npz (X)")
-    p.add_argument("--out", type=Path, help="write the predictions here (default: stdout, CSV)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write the predictions here: .csv, .tsv or .parquet (default: stdout, CSV)",
+    )
     p.set_defaults(command=_predict)
     return parser
 

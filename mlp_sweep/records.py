@@ -66,8 +66,8 @@ PRUNED = "pruned"
 STATUSES = (RUNNING, COMPLETE, INTERRUPTED, FAILED, PRUNED)
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)  # the process umask, which results follow (read by setting it back)
+os.umask(UMASK)
 
 
 def direction(metric: str) -> str:
@@ -91,7 +91,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are not
+    os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes files private; results are not
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -4,6 +4,8 @@ swept like MNIST, then the winner applied to new rows with `mlp-sweep predict`."
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from mlp_sweep import cli, data, group, records
 from mlp_sweep.data import prepare
 from mlp_sweep.errors import DataError
+
+REPO = Path(__file__).resolve().parent.parent
 
 DIGITS = ("data=table", "data.path=digits.csv", "data.target=target")
 FAST = ("model.activation=relu", "lr=0.5", "epochs=3")
@@ -186,6 +190,34 @@ def _frame(n: int = 40) -> pd.DataFrame:
             ("data=table", "data.path=t.csv", "data.target=y", "data.features=[]"),
             "data.features=[] is invalid",
         ),
+        (
+            "nested.parquet",
+            ("data=table", "data.path=nested.parquet", "data.target=y"),
+            "column 'a' holds lists or records",
+        ),
+        (
+            "t.csv",
+            ("data=table", "data.path=t.csv", "data.target=y", "data.features=[a,a]"),
+            "data.features: 'a' is listed twice",
+        ),
+        (
+            "huge.csv",
+            ("data=table", "data.path=huge.csv", "data.target=y", "data.scale=standard"),
+            "column 'a' holds a value beyond float32's range",
+        ),
+        (
+            "huge.csv",
+            ("data=table", "data.path=huge.csv", "data.target=y", "data.scale=none"),
+            "column 'a' holds a value beyond float32's range",
+        ),
+        (
+            "nan_target.csv",
+            ("data=table", "data.path=nan_target.csv", "data.target=y"),
+            "column 'y' (the target) has 2 missing",
+        ),
+        ("t.csv", ("data=arrays", "data.path=t.csv"), "data.path=t.csv is not an .npz file"),
+        ("d.csv", ("data=table", "data.path=d.csv", "data.target=y"), "d.csv is a folder"),
+        ("complex.npz", ("data=arrays", "data.path=complex.npz"), "not complex128"),
         ("noX.npz", ("data=arrays", "data.path=noX.npz"), "holds no array 'X' (it holds y)"),
         ("short.npz", ("data=arrays", "data.path=short.npz"), "X has 40 rows but y has 39"),
         ("t.csv", ("data=mnist_5k", "+data.path=t.csv"), "data.path is invalid with data.name"),
@@ -201,6 +233,13 @@ def test_bad_data_is_one_line_exit_2_and_no_run_folder(run_app, tmp_path, make, 
         "rare.csv": lambda p: frame.assign(y=[0, 1] * 19 + [0, 7]).to_csv(p, index=False),
         "nan.csv": lambda p: frame.assign(a=[np.nan] * 3 + [1.0] * 37).to_csv(p, index=False),
         "inf.csv": lambda p: frame.assign(a=[np.inf] + [1.0] * 39).to_csv(p, index=False),
+        "nested.parquet": lambda p: frame.assign(a=[[1.0, 2.0]] * 40).to_parquet(p),
+        "huge.csv": lambda p: frame.assign(a=[1e40] + [1.0] * 39).to_csv(p, index=False),
+        "nan_target.csv": lambda p: frame.assign(y=[np.nan] * 2 + [0, 1] * 19).to_csv(
+            p, index=False
+        ),
+        "d.csv": lambda p: p.mkdir(),
+        "complex.npz": lambda p: np.savez(p, X=np.ones((40, 2), complex), y=frame.y),
         "noX.npz": lambda p: np.savez(p, y=np.zeros(3)),
         "short.npz": lambda p: np.savez(p, X=np.zeros((40, 2)), y=np.zeros(39)),
     }
@@ -354,3 +393,99 @@ def test_a_study_continues_over_a_moved_file_and_refuses_a_changed_one(run_app, 
     frame.assign(a=frame.a * 2).to_csv(tmp_path / "moved" / "t.csv", index=False)
     changed = run_app(*search, "data.path=moved/t.csv", "hydra.sweeper.n_trials=3")
     refused(changed, "was started with other settings (data.sha256=")
+
+
+@pytest.mark.parametrize("key", ["data.sha256", "data.test_sha256"])
+def test_a_hash_set_by_hand_that_is_not_the_files_own_is_refused(run_app, tmp_path, key):
+    # Else the cache, keyed by the hash, would give another file's rows for this one.
+    _table(tmp_path, _frame(), "first.csv")
+    _table(tmp_path, _frame().assign(y=[1, 0] * 20), "second.csv")
+    first = data.cache.content_hash(tmp_path / "first.csv", str(tmp_path))
+    args = ("data=table", "data.path=second.csv", "data.target=y", "hydra.run.dir=r")
+    if key == "data.test_sha256":
+        args = (*args, "data.test_path=second.csv")
+    refused(run_app(*args, f"{key}={first}", "epochs=1"), f"{key}={first} is invalid")
+    assert not (tmp_path / "r").exists()
+
+
+def test_scaling_leaves_one_hot_columns_0_or_1(run_app, tmp_path):
+    frame = _frame().assign(a=np.arange(40.0) * 10, colour=["red", "red", "blue", "green"] * 10)
+    args = ("data=table", _table(tmp_path, frame), "data.target=y", "data.scale=standard")
+    assert run_app(*args, "epochs=1", "hydra.run.dir=r").code == 0
+    how = json.loads((tmp_path / "r" / "preprocess.json").read_text())
+    assert how["columns"] == ["a", "colour=blue", "colour=green", "colour=red"]
+    assert how["scale"]["mul"][0] != 1 and how["scale"]["mul"][1:] == [1, 1, 1]
+    assert how["scale"]["add"][1:] == [0, 0, 0]
+
+
+def test_bad_data_leaves_no_folder_when_matplotlibs_font_cache_is_new(tmp_path):
+    # Building the font cache logs a line, which would open the run's log file.
+    _table(tmp_path, _frame().assign(a=[np.nan] + [1.0] * 39), "nan.csv")
+    args = ("data=table", "data.path=nan.csv", "data.target=y", "hydra.run.dir=r")
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: data.path=nan.csv: column 'a' has 1 missing or infinite values (of 40 rows); "
+        "data.missing=drop drops those rows"
+    ]
+    assert not (tmp_path / "r").exists()
+
+
+def test_predict_writes_by_the_extension_of_out_and_stops_quietly_at_a_closed_pipe(
+    run_app, tmp_path, capsys
+):
+    frame = _frame(4000)
+    args = ("data=table", _table(tmp_path, frame), "data.target=y", "hydra.run.dir=r")
+    assert run_app(*args, "epochs=1").code == 0
+    run, rows = str(tmp_path / "r"), str(tmp_path / "t.csv")
+    assert cli.main(["predict", run, rows, "--out", str(tmp_path / "p.json")]) == 2
+    assert "--out" in capsys.readouterr().err and not (tmp_path / "p.json").exists()
+    assert cli.main(["predict", run, rows, "--out", str(tmp_path / "p.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "p.parquet")) == 4000
+    code = (
+        f"import sys; from mlp_sweep import cli; sys.exit(cli.main(['predict', {run!r}, {rows!r}]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout.readline().startswith(b"predicted,")
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(timeout=120) == 1
+    assert proc.stderr.read() == b""
+
+
+def test_boolean_arrays_are_features_of_0_and_1(run_app, tmp_path):
+    x = np.random.default_rng(0).random((40, 2)) > 0.5
+    np.savez(tmp_path / "b.npz", X=x, y=x[:, 0].astype(int))
+    assert run_app("data=arrays", "data.path=b.npz", "epochs=1", "hydra.run.dir=r").code == 0
+
+
+def test_the_cache_removes_stale_temporary_folders_and_follows_the_umask(run_app, tmp_path):
+    stale = tmp_path / "cache" / "tables" / ".0123456789abcdef.k2j4h5"  # of a killed parse
+    stale.mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    args = ("data=table", _table(tmp_path, _frame()), "data.target=y", "data.cache_dir=cache")
+    assert run_app(*args, "epochs=1", "hydra.run.dir=r").code == 0
+    (folder,) = (tmp_path / "cache" / "tables").iterdir()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in folder.iterdir())
+
+
+@pytest.mark.parametrize("name", ["table", "arrays"])
+def test_a_relative_data_path_is_found_when_hydra_changes_into_the_run_folder(
+    run_app, tmp_path, name
+):
+    if name == "table":
+        args = ("data=table", _table(tmp_path, _frame()), "data.target=y")
+    else:
+        np.savez(tmp_path / "t.npz", X=_frame()[["a"]].to_numpy(), y=_frame().y)
+        args = ("data=arrays", "data.path=t.npz")
+    result = run_app(*args, "hydra.job.chdir=true", "epochs=1", "hydra.run.dir=r")
+    assert result.code == 0, result.err
+    assert metrics(tmp_path / "r")["config"]["data"]["sha256"] is not None

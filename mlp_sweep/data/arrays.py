@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mlp_sweep.data.cache import resolve
 from mlp_sweep.errors import DataError, one_line
 
 Frames = tuple[pd.DataFrame, pd.Series, pd.DataFrame | None, pd.Series | None]
@@ -17,9 +17,11 @@ Frames = tuple[pd.DataFrame, pd.Series, pd.DataFrame | None, pd.Series | None]
 def read(path: str, key: str = "data.path") -> Frames:
     """The features and labels in ``path``, each column of ``X`` named ``x0``, ``x1``, ...;
     DataError naming what is wrong."""
-    file = Path(path).expanduser()
+    file = resolve(path)
     if not file.is_file():
         raise DataError(f"{key}={path}: no such file")
+    if not zipfile.is_zipfile(file):
+        raise DataError(f"{key}={path} is not an .npz file (numpy.savez's zip of arrays X, y, ...)")
     try:
         with np.load(file, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -42,9 +44,13 @@ def read(path: str, key: str = "data.path") -> Frames:
 
 def _pair(arrays: dict, xs: str, ys: str, path: str, key: str) -> tuple[pd.DataFrame, pd.Series]:
     x, y = arrays[xs], arrays[ys]
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+    real = (
+        x.dtype == bool or np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    )
+    if x.ndim != 2 or not real:
         raise DataError(
-            f"{key}={path}: {xs} must be a 2-d array of numbers, not {x.dtype} {x.shape}"
+            f"{key}={path}: {xs} must be a 2-d array of real numbers or booleans, not "
+            f"{x.dtype} {x.shape}"
         )
     if y.ndim != 1:
         raise DataError(f"{key}={path}: {ys} must be 1-d (one label a row), not {y.shape}")

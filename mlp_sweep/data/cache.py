@@ -19,6 +19,14 @@ def cache_path(cache_dir: str | None = None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlp_sweep"
 
 
+def resolve(path: str | Path) -> Path:
+    """A data file's path: a relative one from the folder run.py started in, even when the
+    job runs in its run folder (``hydra.job.chdir=true``)."""
+    from hydra.utils import to_absolute_path
+
+    return Path(to_absolute_path(str(Path(path).expanduser())))
+
+
 def content_hash(path: str | Path, cache_dir: str | None = None) -> str:
     """The SHA-256 of a file's bytes. Remembered, as git's index does, by the file's path,
     size, modification and change times and inode in ``hashes.json`` of the cache folder: a
@@ -31,7 +39,7 @@ def content_hash(path: str | Path, cache_dir: str | None = None) -> str:
     >>> content_hash(folder / "t.csv", cache_dir=str(folder))[:12]
     '492d5ea49605'
     """
-    file = Path(path).expanduser().resolve()
+    file = resolve(path).resolve()
     stat = file.stat()
     # The change time too, as git's index keeps it: a copy that puts back the old
     # modification time (cp -p, rsync -t) cannot put back the change time.

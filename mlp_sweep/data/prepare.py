@@ -9,6 +9,7 @@ again; each split is kept beside them as row indices and scaling statistics.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -16,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from mlp_sweep.data import arrays, examples, table
-from mlp_sweep.data.cache import cache_path
+from mlp_sweep.data.cache import cache_path, content_hash, resolve
 from mlp_sweep.errors import DataError, one_line
+from mlp_sweep.records import UMASK
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ SCALES = ("standard", "minmax", "none")
 MISSING = ("error", "drop")
 FILE_SOURCES = ("table", "arrays")
 SOURCES = (*FILE_SOURCES, *examples.EXAMPLES)
-_FORMAT = 2  # of the cached files; a new one makes new cache folders
+_FORMAT = 3  # of the cached files; a new one makes new cache folders
 
 
 @dataclass(frozen=True)
@@ -108,39 +111,64 @@ def prepared(source: Source) -> Prepared:
         ):
             if key == "data.path" and path is None:
                 raise DataError(f"data.path is not set: data={source.name} reads its rows from it")
-            if path is not None and digest is None:  # the config's hash: unreadable then
-                raise DataError(f"{key}={path}: no such file, or it cannot be read")
+            if path is None:
+                continue
+            try:
+                actual = content_hash(path, source.cache)
+            except OSError:
+                if resolve(path).is_dir():
+                    raise DataError(f"{key}={path} is a folder; name a file in it") from None
+                raise DataError(f"{key}={path}: no such file, or it cannot be read") from None
+            if digest != actual:  # set by hand: the cache, keyed by it, would mix files up
+                raise DataError(
+                    f"{key.replace('path', 'sha256')}={digest} is invalid: it is computed from "
+                    f"{key}'s content; leave it unset"
+                )
     folder = Path(source.cache) / "tables" / _key(_parse_key(source))
     try:
         return _cached(source, folder)
-    except DataError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        log.warning("%s is damaged (%s); parsing %s again", folder, one_line(err), source.where)
+    except _Damaged as err:
+        log.warning("%s is damaged (%s); parsing %s again", folder, err, source.where)
         shutil.rmtree(folder, ignore_errors=True)
     return _cached(source, folder)
 
 
+class _Damaged(Exception):
+    """A cache folder's files cannot be read back (cut short, or not what was written)."""
+
+
+# What reading back a cut-short or altered .npy, .npz or .json file raises.
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
 def _cached(source: Source, folder: Path) -> Prepared:
-    """The rows of ``source`` from the cache ``folder``, parsed into it first if need be."""
+    """The rows of ``source`` from the cache ``folder``, parsed into it first if need be;
+    _Damaged if what the folder holds cannot be read back."""
     if not (folder / "meta.json").is_file():
         _store(folder, *_parse(source))
-    x = np.load(folder / "x.npy", mmap_mode="r")
-    y = np.load(folder / "y.npy")
-    meta = json.loads((folder / "meta.json").read_text())
+    try:
+        x = np.load(folder / "x.npy", mmap_mode="r")
+        y = np.load(folder / "y.npy")
+        meta = json.loads((folder / "meta.json").read_text())
+        main_rows, classes, how = meta["main_rows"], meta["classes"], meta["encoding"]
+        if len(x) != len(y) or len(x) != meta["rows"]:
+            raise ValueError(f"it holds {len(x)} feature rows and {len(y)} labels")
+    except _READ_ERRORS as err:
+        raise _Damaged(one_line(err)) from err
     split_file = folder / f"split-{_key(_split_key(source))}.npz"
     if not split_file.is_file():
-        parts = _split(source, x, y, meta["main_rows"], meta["classes"])
-        _write_npz(split_file, parts)
-    with np.load(split_file) as parts:
-        train, val, test = parts["train"], parts["val"], parts["test"]
-        scale = {"kind": source.scale, "mul": parts["mul"].tolist(), "add": parts["add"].tolist()}
-    if len(x) != len(y) or len(x) != meta["rows"]:
-        raise ValueError(f"it holds {len(x)} feature rows and {len(y)} labels")
+        _write_npz(split_file, _split(source, x, y, main_rows, classes, len(how["numeric"])))
+    try:
+        with np.load(split_file) as parts:
+            train, val, test = parts["train"], parts["val"], parts["test"]
+            mul, add = parts["mul"].tolist(), parts["add"].tolist()
+    except _READ_ERRORS as err:
+        raise _Damaged(one_line(err)) from err
+    scale = {"kind": source.scale, "mul": mul, "add": add}
     preprocess = {
         "source": source.name,
         "target": source.target,
-        **meta["encoding"],
+        **how,
         "scale": scale,
         "classes": meta["classes"],
     }
@@ -221,7 +249,9 @@ def _columns(frame: pd.DataFrame, source: Source, key: str) -> tuple[pd.DataFram
             "column but data.target"
         )
     features = source.features or [c for c in frame.columns if c != source.target]
-    for name in features:
+    for i, name in enumerate(features):
+        if name in features[:i]:
+            raise DataError(f"data.features: {name!r} is listed twice")
         if name not in frame.columns:
             raise DataError(
                 f"data.features: {name!r} is not a column of {key}={path}; it has {shown}"
@@ -239,11 +269,11 @@ def _complete(
     """The rows without a missing or infinite value; DataError naming the first column that
     has some, unless ``missing`` is ``drop``."""
     bad = np.zeros(len(frame), dtype=bool)
-    columns = {**{c: frame[c] for c in frame.columns}, "the target": labels}
-    for name, column in columns.items():
+    target = f"{labels.name if labels.name is not None else 'y'!r} (the target)"
+    columns = [*((repr(c), frame[c]) for c in frame.columns), (target, labels)]
+    for shown, column in columns:
         rows = table.bad_rows(column)
         if rows.any() and missing != "drop":
-            shown = name if name == "the target" else repr(name)
             raise DataError(
                 f"{where}: column {shown} has {int(rows.sum())} missing or infinite values "
                 f"(of {len(frame)} rows); data.missing=drop drops those rows"
@@ -312,10 +342,15 @@ def count(size: int | float | None, rows: int) -> int:
 
 
 def _split(
-    source: Source, x: np.ndarray, y: np.ndarray, main_rows: int, classes: list[Any]
+    source: Source,
+    x: np.ndarray,
+    y: np.ndarray,
+    main_rows: int,
+    classes: list[Any],
+    numeric: int,
 ) -> dict[str, np.ndarray]:
     """Stratified train/validation/test row indices (scikit-learn's ``train_test_split``),
-    and the scaling of each column from the training rows (its ``StandardScaler`` or
+    and the scaling of each numeric column from the training rows (its ``StandardScaler`` or
     ``MinMaxScaler``) as ``x * mul + add``."""
     from sklearn.model_selection import train_test_split
 
@@ -358,29 +393,33 @@ def _split(
     if n_val == 0:
         val = rows[:0]
     train = np.sort(rows)
-    mul, add = _scaling(source.scale, x[train], main_rows)
+    mul, add = _scaling(source.scale, x[train], numeric)
     return {"train": train, "val": np.sort(val), "test": np.sort(test), "mul": mul, "add": add}
 
 
-def _scaling(kind: str, x: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _scaling(kind: str, x: np.ndarray, numeric: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x * mul + add`` per column: the first ``numeric`` columns scaled as ``kind`` says,
+    the one-hot columns after them left 0 or 1."""
     mul, add = np.ones(x.shape[1], np.float32), np.zeros(x.shape[1], np.float32)
-    if kind == "standard":
+    if kind == "standard" and numeric:
         from sklearn.preprocessing import StandardScaler
 
-        scaler = StandardScaler().fit(x)
-        mul, add = 1 / scaler.scale_, -scaler.mean_ / scaler.scale_
-    elif kind == "minmax":
+        scaler = StandardScaler().fit(x[:, :numeric])
+        mul[:numeric], add[:numeric] = 1 / scaler.scale_, -scaler.mean_ / scaler.scale_
+    elif kind == "minmax" and numeric:
         from sklearn.preprocessing import MinMaxScaler
 
-        scaler = MinMaxScaler().fit(x)
-        mul, add = scaler.scale_, scaler.min_
-    return mul.astype(np.float32), add.astype(np.float32)
+        scaler = MinMaxScaler().fit(x[:, :numeric])
+        mul[:numeric], add[:numeric] = scaler.scale_, scaler.min_
+    return mul, add
 
 
 def _store(folder: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, Any]) -> None:
     """Write the parsed rows into ``folder`` at once: built beside it, then renamed."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes folders private; the cache is not
     try:
         np.save(tmp / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
         np.save(tmp / "y.npy", y.astype(np.int64))
@@ -393,9 +432,23 @@ def _store(folder: Path, x: np.ndarray, y: np.ndarray, meta: dict[str, Any]) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# A temporary folder this old was left by a parse that was killed: no parse takes so long.
+STALE_AFTER_S = 3600
+
+
+def _remove_stale(tables: Path) -> None:
+    """Remove the temporary folders (``.<key>.<random>``) that killed parses left."""
+    now = time.time()
+    for tmp in tables.glob(".*.*"):
+        with contextlib.suppress(OSError):  # another process removed it meanwhile
+            if tmp.is_dir() and now - tmp.stat().st_mtime > STALE_AFTER_S:
+                shutil.rmtree(tmp)
+
+
 def _write_npz(path: Path, parts: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~UMASK)
     try:
         np.savez(tmp, **parts)
         os.replace(tmp, path)

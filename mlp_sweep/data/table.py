@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlp_sweep.data.cache import resolve
 from mlp_sweep.errors import DataError, one_line
 
 # File name endings, and how pandas reads each.
@@ -26,7 +27,7 @@ def read(path: str | Path, key: str = "data.path") -> pd.DataFrame:
     >>> [(c, is_numeric(frame[c])) for c in frame.columns]
     [('a', True), ('b', False)]
     """
-    file = Path(path).expanduser()
+    file = resolve(path)
     kind = READERS.get(file.suffix.lower())
     if kind is None:
         raise DataError(
@@ -46,6 +47,16 @@ def read(path: str | Path, key: str = "data.path") -> pd.DataFrame:
         raise DataError(f"{key}={path} holds no rows")
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def write(frame: pd.DataFrame, path: str | Path, named: str | Path | None = None) -> None:
+    """Write ``frame`` to ``path`` in the format the extension of ``named`` (else of
+    ``path``) says, as :func:`read` reads it back."""
+    kind = READERS[Path(named or path).suffix.lower()]
+    if kind == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, sep="\t" if kind == "tsv" else ",", index=False)
 
 
 def is_numeric(column: pd.Series) -> bool:
@@ -77,7 +88,13 @@ def encoding(frame: pd.DataFrame, where: str) -> dict[str, Any]:
     other = [c for c in frame.columns if c not in numeric]
     limit = min(MAX_CATEGORIES, max(20, len(frame) // 2))
     for column in other:
-        distinct = frame[column].nunique()
+        try:
+            distinct = frame[column].nunique()
+        except TypeError:  # unhashable values: a Parquet list or struct column
+            raise DataError(
+                f"{where}: column {column!r} holds lists or records; a feature holds numbers, "
+                "text or categories; leave it out with data.features=[...]"
+            ) from None
         if distinct > limit:
             raise DataError(
                 f"{where}: column {column!r} has {distinct} distinct values in {len(frame)} "
@@ -109,7 +126,15 @@ def encode(frame: pd.DataFrame, how: dict[str, Any], where: str) -> np.ndarray:
     for column in how["numeric"]:
         if not is_numeric(frame[column]):
             raise DataError(f"{where}: column {column!r} holds text, but was numeric in training")
-    parts = [frame[how["numeric"]].to_numpy(dtype=np.float32)]
+    with np.errstate(over="ignore"):  # reported below, naming the column
+        numbers = frame[how["numeric"]].to_numpy(dtype=np.float32)
+    finite = np.isfinite(numbers).all(axis=0)
+    if not finite.all():
+        raise DataError(
+            f"{where}: column {how['numeric'][int(np.argmin(finite))]!r} holds a value beyond "
+            "float32's range (3.4e38); rescale it, or leave it out with data.features=[...]"
+        )
+    parts = [numbers]
     categories = how["categories"]
     if categories:
         values = frame[list(categories)].astype(str)
