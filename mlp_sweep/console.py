@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -41,6 +42,8 @@ LIVE_SUMMARY_SECONDS = 5.0  # the live summary is rewritten at most this often
 POLL_SECONDS = 1.0  # how often the sweep folder is looked at when jobs run in other processes
 _FINAL = {records.COMPLETE, records.FAILED, records.PRUNED, records.INTERRUPTED}
 EVENTS = "MLP_SWEEP_EVENTS"  # the environment variable naming the sweep's event file
+PARENT = "MLP_SWEEP_PARENT"  # the environment variable naming the pid the sweep stops with
+PARENT_SECONDS = 0.5  # how often the sweep looks whether that process is still there
 
 
 class ConsoleHandler(logging.StreamHandler):
@@ -260,6 +263,23 @@ def _event(event: str, **fields: Any) -> None:
     if path:
         with open(path, "a") as file:
             file.write(json.dumps({"event": event, **fields}) + "\n")
+
+
+def stop_with_parent() -> None:
+    """Where ``$MLP_SWEEP_PARENT`` names this process's parent, interrupt this process as
+    Ctrl-C does once that parent is gone (killed, or its kernel restarted), as a command
+    stops with its terminal: the runs in progress end ``interrupted`` and the summary is
+    written, instead of a sweep training on that nobody sees. Called first in the process."""
+    named = os.environ.get(PARENT)
+    if not named or int(named) != os.getppid():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(named):
+            time.sleep(PARENT_SECONDS)
+        signal.raise_signal(signal.SIGINT)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
 def say(text: str) -> None:

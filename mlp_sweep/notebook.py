@@ -31,7 +31,7 @@ from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere
 
 from mlp_sweep import collect, records
 from mlp_sweep.config import is_search
-from mlp_sweep.console import EVENTS
+from mlp_sweep.console import EVENTS, PARENT
 from mlp_sweep.errors import BAD_INPUT, INTERRUPTED, BadInput, SweepFailed
 
 if TYPE_CHECKING:
@@ -77,8 +77,10 @@ def sweep(*overrides: str, dir: str | Path | None = None) -> pd.DataFrame:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # job lines and the table: the result says it all
                 stderr=stderr,
-                env={**os.environ, EVENTS: str(events)},
-                start_new_session=True,  # an interrupt reaches it once, from here
+                env={**os.environ, EVENTS: str(events), PARENT: str(os.getpid())},
+                # An interrupt reaches it once, from here; and it stops by itself once this
+                # process is gone (console.stop_with_parent), as a command with its terminal.
+                start_new_session=True,
             )
             progress = _Progress(reader)
             try:

@@ -174,3 +174,43 @@ def test_the_example_notebook_runs_in_a_kernel_and_shows_its_figures(tmp_path):
     assert len(figures) == 2  # the seaborn curves, and plot()'s summary figure
     table = pd.read_csv(tmp_path / "outputs" / "sweeps" / "l09" / "summary.csv")
     assert len(table) == 12 and set(table["status"]) == {"complete"}
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter from /proc (``Z`` once it has exited and awaits its
+    parent), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_the_sweep_stops_with_the_process_that_called_sweep_when_that_one_is_killed(tmp_path):
+    folder = tmp_path / "s"
+    code = (
+        "import mlp_sweep, sys\n"
+        "mlp_sweep.sweep('hidden=20,40', 'epochs=200', 'hydra/launcher=basic', dir=sys.argv[1])\n"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=tmp_path)
+    children: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (folder / "0" / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        children = Path(f"/proc/{caller.pid}/task/{caller.pid}/children").read_text().split()
+        assert len(children) == 1
+        caller.kill()  # as a kernel restart, or kill -9, ends it: no chance to stop the sweep
+        caller.wait()
+        child = int(children[0])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _state(child) not in (None, "Z"):
+            time.sleep(0.1)
+        assert _state(child) in (None, "Z"), "the sweep trains on with nobody to see it"
+    finally:
+        caller.kill()
+        for pid in children:
+            if _state(int(pid)) not in (None, "Z"):
+                os.kill(int(pid), signal.SIGKILL)
+    run = json.loads((folder / "0" / "metrics.json").read_text())
+    assert run["status"] == "interrupted" and run["epochs_run"] < 200
+    assert not (folder / "1").exists()
