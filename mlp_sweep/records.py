@@ -39,6 +39,8 @@ STUDY_PLOTS = (
     "optuna_slice.png",
 )
 PARETO_PLOT = "optuna_pareto.png"  # a search with several objectives: its Pareto front
+# Held (flock) by the grid sweep running in a sweep folder; it holds that process's pid.
+SWEEP_LOCK = ".mlp_sweep.lock"
 
 # Metric names, each with the direction in which it improves.
 METRICS: dict[str, str] = {
