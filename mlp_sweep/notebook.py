@@ -183,12 +183,31 @@ def _arguments(overrides: Sequence[str], folder: str | Path | None) -> list[str]
         return arguments
     if any(o.startswith("hydra.sweep.dir=") for o in overrides):
         raise BadInput("dir= and hydra.sweep.dir= both name the sweep's folder; give one")
-    where = Path(folder).expanduser().resolve()
+    where = _own_folder(folder)
     arguments.append(f"hydra.sweep.dir={_quoted(str(where))}")
     if is_search(overrides) and not any(o.startswith("hydra.sweeper.storage=") for o in overrides):
         storage = f"sqlite:///{where}/${{hydra.sweeper.study_name}}.db"
         arguments.append(f"hydra.sweeper.storage={_quoted(storage)}")
     return arguments
+
+
+def _own_folder(folder: str | Path) -> Path:
+    """``dir`` as an absolute path, refused where it would make a sweep of other runs: no
+    folder at all, the current folder or one above it, a folder above other sweeps, or a run's
+    own folder (the result would be every run under it, not this sweep's)."""
+    where = Path(folder).expanduser().resolve()
+    if not str(folder).strip():
+        why = "names no folder"
+    elif where == Path.cwd() or where in Path.cwd().parents:
+        above = "the current folder" if where == Path.cwd() else "above the current folder"
+        why = f"is {where}, {above}"
+    elif (where / records.METRICS_FILE).exists():
+        why = "is a run's folder"
+    elif next(where.glob(f"*/*/{records.METRICS_FILE}"), None) is not None:
+        why = "holds the runs of other sweeps"
+    else:
+        return where
+    raise BadInput(f"dir={str(folder)!r} {why}; give a folder of its own for the sweep")
 
 
 def _quoted(value: str) -> str:

@@ -3,6 +3,7 @@ the example notebook, run top to bottom in a real Jupyter kernel."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -214,3 +215,17 @@ def test_the_sweep_stops_with_the_process_that_called_sweep_when_that_one_is_kil
     run = json.loads((folder / "0" / "metrics.json").read_text())
     assert run["status"] == "interrupted" and run["epochs_run"] < 200
     assert not (folder / "1").exists()
+
+
+def test_dir_must_name_a_sweeps_own_folder(tmp_path, monkeypatch, grid):
+    monkeypatch.chdir(tmp_path)
+    for folder, says in [
+        ("", "dir='' names no folder"),
+        (".", f"dir='.' is {tmp_path}, the current folder"),
+        (tmp_path.parent, f"dir={str(tmp_path.parent)!r} is {tmp_path.parent}, above the current"),
+        (grid[0].parent, f"dir={str(grid[0].parent)!r} holds the runs of other sweeps"),
+        (grid[0] / "0", f"dir={str(grid[0] / '0')!r} is a run's folder"),
+    ]:
+        with pytest.raises(BadInput, match=f"^{re.escape(says)}.*; give a folder of its own"):
+            mlp_sweep.sweep("hidden=20", "epochs=1", dir=folder)
+    assert list(tmp_path.iterdir()) == []
