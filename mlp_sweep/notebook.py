@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -186,7 +187,8 @@ def _arguments(overrides: Sequence[str], folder: str | Path | None) -> list[str]
     where = _own_folder(folder)
     arguments.append(f"hydra.sweep.dir={_quoted(str(where))}")
     if is_search(overrides) and not any(o.startswith("hydra.sweeper.storage=") for o in overrides):
-        storage = f"sqlite:///{where}/${{hydra.sweeper.study_name}}.db"
+        # SQLAlchemy reads the path of the URL with %-escapes: a `?` would start its query.
+        storage = f"sqlite:///{urllib.parse.quote(str(where))}/${{hydra.sweeper.study_name}}.db"
         arguments.append(f"hydra.sweeper.storage={_quoted(storage)}")
     return arguments
 

@@ -229,3 +229,12 @@ def test_dir_must_name_a_sweeps_own_folder(tmp_path, monkeypatch, grid):
         with pytest.raises(BadInput, match=f"^{re.escape(says)}.*; give a folder of its own"):
             mlp_sweep.sweep("hidden=20", "epochs=1", dir=folder)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_search_keeps_its_study_in_a_dir_whose_name_has_url_characters(tmp_path):
+    folder = tmp_path / "50% sure? #1"
+    table = mlp_sweep.sweep(
+        "hparams_search=optuna", "epochs=1", "hydra.sweeper.n_trials=1", dir=folder
+    )
+    assert list(table["trial"]) == [0]
+    assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
