@@ -109,7 +109,17 @@ def load(folder: str | Path) -> pd.DataFrame:
         table = load("outputs/sweeps/width")
         table.sort_values("val_acc", ascending=False)[["hidden", "val_acc"]]
     """
-    return collect.summary_table(_collection(folder))
+    import pandas as pd
+
+    text = collect.summary_table(_collection(folder)).to_csv(index=False)
+    # Typed as reading summary.csv types it (whole numbers int64, not object), the names of
+    # runs and sweeps kept as text, and every value written back as it was.
+    return pd.read_csv(
+        io.StringIO(text),
+        dtype={"sweep": str, "run": str, "path": str},
+        keep_default_na=False,
+        na_values=[""],
+    )
 
 
 def history(folder: str | Path) -> pd.DataFrame:

@@ -238,3 +238,10 @@ def test_a_search_keeps_its_study_in_a_dir_whose_name_has_url_characters(tmp_pat
     )
     assert list(table["trial"]) == [0]
     assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
+
+
+def test_load_gives_each_column_the_type_reading_summary_csv_gives_it(grid):
+    folder, table = grid
+    on_disk = pd.read_csv(folder / "summary.csv", dtype={"run": str})
+    assert dict(mlp_sweep.load(folder).dtypes) == dict(on_disk.dtypes)
+    assert dict(table.dtypes) == dict(on_disk.dtypes)
