@@ -124,10 +124,12 @@ class SweepWatch:
         # again unless they finish again (a failed job that runs anew).
         self.seen: dict[Path, Any] = {}
         self.best: tuple[float, str] | None = None
+        done = 0  # an interrupted run counts once it is done
         for run_dir, data in self._finished_runs():
             self.seen[run_dir] = data.get("finished_at")
             self._update_best(run_dir, data)
-        done = min(len(self.seen), total) if total else len(self.seen)
+            done += data["status"] in records.DONE
+        done = min(done, total) if total else done
         self.bar = tqdm(total=total, initial=done, desc="sweep", unit=self.unit, disable=None)
         self._show_best()
         _event(
@@ -198,8 +200,9 @@ class SweepWatch:
         self._count(run_dir, data["status"])
 
     def _count(self, run_dir: Path, status: str) -> None:
-        """One more job done, on the bar and in the event file."""
-        self.bar.update(1)
+        """One more job done (not one interrupted), on the bar and in the event file."""
+        if status in records.DONE and (self.bar.total is None or self.bar.n < self.bar.total):
+            self.bar.update(1)
         _event("job", run=str(run_dir), status=status, best=self._best())
 
     def _finished_runs(self) -> list[tuple[Path, dict[str, Any]]]:

@@ -259,7 +259,9 @@ class _Progress:
             )
         if event["best"]:
             self.bar.set_postfix_str(event["best"], refresh=False)
-        if event["event"] == "job":
+        done = event["event"] == "job" and event["status"] in records.DONE
+        room = self.bar.total is None or self.bar.n < self.bar.total
+        if done and room:  # a failed run that runs again ends twice: counted once
             self.bar.update(1)
 
     def close(self, keep: bool) -> None:

@@ -65,6 +65,7 @@ INTERRUPTED = "interrupted"
 FAILED = "failed"
 PRUNED = "pruned"
 STATUSES = (RUNNING, COMPLETE, INTERRUPTED, FAILED, PRUNED)
+DONE = (COMPLETE, PRUNED, FAILED)  # a run that needs no more training (interrupted does)
 
 
 _UMASK = os.umask(0)

@@ -1,6 +1,7 @@
 """mlp_sweep.sweep, load, history and plot: sweeps from a notebook, results as DataFrames; and
 the example notebook, run top to bottom in a real Jupyter kernel."""
 
+import io
 import json
 import os
 import re
@@ -245,3 +246,21 @@ def test_load_gives_each_column_the_type_reading_summary_csv_gives_it(grid):
     on_disk = pd.read_csv(folder / "summary.csv", dtype={"run": str})
     assert dict(mlp_sweep.load(folder).dtypes) == dict(on_disk.dtypes)
     assert dict(table.dtypes) == dict(on_disk.dtypes)
+
+
+def test_the_bar_counts_finished_runs_only_and_never_passes_its_total():
+    from mlp_sweep.notebook import _Progress
+
+    events = [
+        {"event": "start", "dir": "s", "total": 2, "done": 1, "unit": "job", "best": None},
+        {"event": "job", "run": "s/0", "status": "interrupted", "best": None},
+        {"event": "job", "run": "s/0", "status": "complete", "best": None},
+        {"event": "job", "run": "s/1", "status": "complete", "best": None},
+    ]
+    progress = _Progress(io.StringIO("".join(json.dumps(e) + "\n" for e in events[:2])))
+    progress.update()
+    assert progress.bar.n == 1  # an interrupted run is not done
+    progress.reader = io.StringIO("".join(json.dumps(e) + "\n" for e in events[2:]))
+    progress.update()
+    assert progress.bar.n == progress.bar.total == 2
+    progress.close(keep=False)
