@@ -173,6 +173,8 @@ def _png(figure: Figure) -> bytes:
 def _collection(folder: str | Path) -> collect.Collection:
     """The runs under ``folder``, refused as ``mlp-sweep collect`` refuses it: a folder that
     does not exist, or one without runs."""
+    if not isinstance(folder, (str, os.PathLike)) or isinstance(os.fspath(folder), bytes):
+        raise BadInput(f"folder takes a folder as str or Path; not {folder!r}")
     if not Path(folder).is_dir():
         raise BadInput(f"not a folder: {folder}")
     c = collect.collect([Path(folder)])
@@ -192,6 +194,8 @@ def _arguments(overrides: Sequence[str], folder: str | Path | None) -> list[str]
     arguments = ["-m", *overrides]
     if folder is None:
         return arguments
+    if not isinstance(folder, (str, os.PathLike)) or isinstance(os.fspath(folder), bytes):
+        raise BadInput(f"dir= takes a folder as str or Path, or None; not {folder!r}")
     if any(o.startswith("hydra.sweep.dir=") for o in overrides):
         raise BadInput("dir= and hydra.sweep.dir= both name the sweep's folder; give one")
     where = _own_folder(folder)

@@ -264,3 +264,12 @@ def test_the_bar_counts_finished_runs_only_and_never_passes_its_total():
     progress.update()
     assert progress.bar.n == progress.bar.total == 2
     progress.close(keep=False)
+
+
+def test_a_folder_of_another_type_is_refused_naming_the_argument():
+    for call in (lambda: mlp_sweep.sweep("hidden=20", dir=3), lambda: mlp_sweep.sweep(dir=b"x")):
+        with pytest.raises(BadInput, match=r"^dir= takes a folder as str or Path, or None; not "):
+            call()
+    for folder in (3, None):
+        with pytest.raises(BadInput, match=r"^folder takes a folder as str or Path; not "):
+            mlp_sweep.load(folder)
