@@ -94,7 +94,10 @@ def sweep(*overrides: str, dir: str | Path | None = None) -> pd.DataFrame:
                     child.kill()
                     child.wait()
                 progress.close(keep=child.returncode in (0, INTERRUPTED))
-        return _result(child.returncode, said.read_text(), progress.sweep_dir)
+        said_text = said.read_text()
+        if dir is not None:  # the folder the caller named dir=, as the caller named it
+            said_text = said_text.replace("hydra.sweep.dir=", "dir=")
+        return _result(child.returncode, said_text, progress.sweep_dir)
 
 
 def load(folder: str | Path) -> pd.DataFrame:

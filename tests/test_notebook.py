@@ -273,3 +273,23 @@ def test_a_folder_of_another_type_is_refused_naming_the_argument():
     for folder in (3, None):
         with pytest.raises(BadInput, match=r"^folder takes a folder as str or Path; not "):
             mlp_sweep.load(folder)
+
+
+def test_a_folder_in_use_is_refused_naming_dir_as_the_caller_gave_it(tmp_path):
+    import fcntl
+
+    from mlp_sweep import records
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    with open(folder / records.SWEEP_LOCK, "w") as lock:  # as a sweep running there holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("12345\n")
+        lock.flush()
+        with pytest.raises(BadInput) as refused:
+            mlp_sweep.sweep("hidden=20", "epochs=1", dir=folder)
+    assert str(refused.value) == (
+        f"dir={folder} is in use by another sweep (pid 12345); "
+        "wait for it or choose another folder"
+    )
+    assert [p.name for p in folder.iterdir()] == [records.SWEEP_LOCK]
