@@ -273,9 +273,13 @@ class _Progress:
 
     def close(self, keep: bool) -> None:
         """Take the bar down; ``keep``: leave it showing where the sweep ended."""
-        if self.bar is not None:
-            self.bar.leave = keep
-            self.bar.close()
+        if self.bar is None:
+            return
+        self.bar.leave = keep
+        self.bar.close()
+        if keep and getattr(self.bar, "container", None) is not None:  # a Jupyter widget
+            # A saved notebook keeps a widget's first text (0/12) only: say where it ended.
+            print(self.bar, file=sys.stderr)
 
 
 def _follow(child: subprocess.Popen[bytes], progress: _Progress) -> None:

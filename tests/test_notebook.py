@@ -174,6 +174,9 @@ def test_the_example_notebook_runs_in_a_kernel_and_shows_its_figures(tmp_path):
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     figures = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(figures) == 2  # the seaborn curves, and plot()'s summary figure
+    # The widget's stored text is its first state (0/12); the cell also keeps where it ended.
+    said = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+    assert "12/12" in said
     table = pd.read_csv(tmp_path / "outputs" / "sweeps" / "l09" / "summary.csv")
     assert len(table) == 12 and set(table["status"]) == {"complete"}
 
