@@ -52,6 +52,9 @@ class ConsoleHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             tqdm.write(self.format(record), file=self.stream)
+            if record.levelno >= logging.WARNING:  # for a program that hides the console
+                text = f"{record.levelname.lower()}: {one_line(Exception(record.getMessage()))}"
+                _event("log", text=text)
         except Exception:
             self.handleError(record)
 

@@ -264,6 +264,9 @@ class _Progress:
             self.bar = tqdm(
                 total=event["total"], initial=event["done"], desc="sweep", unit=event["unit"]
             )
+        if event["event"] == "log":  # the command's warnings, which its console would show
+            tqdm.write(event["text"], file=sys.stderr)
+            return
         if event["best"]:
             self.bar.set_postfix_str(event["best"], refresh=False)
         done = event["event"] == "job" and event["status"] in records.DONE

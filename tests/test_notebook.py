@@ -296,3 +296,17 @@ def test_a_folder_in_use_is_refused_naming_dir_as_the_caller_gave_it(tmp_path):
         "wait for it or choose another folder"
     )
     assert [p.name for p in folder.iterdir()] == [records.SWEEP_LOCK]
+
+
+def test_the_commands_warnings_are_shown_to_the_caller_without_its_job_lines(tmp_path, capsys):
+    mlp_sweep.sweep(
+        "hparams_search=optuna_pruned",
+        "hydra.sweeper.storage=null",
+        "hydra.sweeper.n_trials=1",
+        "epochs=1",
+        dir=tmp_path / "s",
+    )
+    said = capsys.readouterr()
+    lines = (said.out + said.err).splitlines()
+    assert "warning: the study is in memory, out of the trials' reach: no pruning" in lines
+    assert not [line for line in lines if line.startswith("trial 0")]  # no per-job lines
