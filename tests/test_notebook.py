@@ -292,8 +292,7 @@ def test_a_folder_in_use_is_refused_naming_dir_as_the_caller_gave_it(tmp_path):
         with pytest.raises(BadInput) as refused:
             mlp_sweep.sweep("hidden=20", "epochs=1", dir=folder)
     assert str(refused.value) == (
-        f"dir={folder} is in use by another sweep (pid 12345); "
-        "wait for it or choose another folder"
+        f"dir={folder} is in use by another sweep (pid 12345); wait for it or choose another folder"
     )
     assert [p.name for p in folder.iterdir()] == [records.SWEEP_LOCK]
 
