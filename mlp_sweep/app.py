@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mlp_sweep.config import is_search
+from mlp_sweep.config import NO_SEARCH, is_search
 from mlp_sweep.errors import (
     BAD_INPUT,
     INTERRUPTED,
@@ -85,6 +85,7 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     # A search is always a multirun. Hydra 1.4 takes hydra.mode only from the command line or
     # the primary config, so an hparams_search config cannot set it: it is said here instead.
+    sys.argv[1:] = [a for a in sys.argv[1:] if a not in NO_SEARCH]
     args = sys.argv[1:]
     if is_search(args) and not _MODE_FLAGS & set(args):
         sys.argv.insert(1, "--multirun")

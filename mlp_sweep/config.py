@@ -102,8 +102,15 @@ def is_search(overrides: Sequence[str]) -> bool:
 
     >>> is_search(["hparams_search=optuna", "epochs=2"]), is_search(["hidden=50,100"])
     (True, False)
+    >>> is_search(["hparams_search=null"])
+    False
     """
-    return any(o.startswith("hparams_search=") for o in overrides)
+    return any(o.startswith("hparams_search=") and o not in NO_SEARCH for o in overrides)
+
+
+# `hparams_search=null`: no search, as the config's default says. Hydra takes no null for a
+# config group on the command line, so the app drops it before Hydra sees it.
+NO_SEARCH = ("hparams_search=null",)
 
 
 def _uid() -> str:

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -41,6 +42,8 @@ LIVE_SUMMARY_SECONDS = 5.0  # the live summary is rewritten at most this often
 POLL_SECONDS = 1.0  # how often the sweep folder is looked at when jobs run in other processes
 _FINAL = {records.COMPLETE, records.FAILED, records.PRUNED, records.INTERRUPTED}
 EVENTS = "MLP_SWEEP_EVENTS"  # the environment variable naming the sweep's event file
+PARENT = "MLP_SWEEP_PARENT"  # the environment variable naming the pid the sweep stops with
+PARENT_SECONDS = 0.5  # how often the sweep looks whether that process is still there
 
 
 class ConsoleHandler(logging.StreamHandler):
@@ -49,6 +52,9 @@ class ConsoleHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             tqdm.write(self.format(record), file=self.stream)
+            if record.levelno >= logging.WARNING:  # for a program that hides the console
+                text = f"{record.levelname.lower()}: {one_line(Exception(record.getMessage()))}"
+                _event("log", text=text)
         except Exception:
             self.handleError(record)
 
@@ -121,10 +127,12 @@ class SweepWatch:
         # again unless they finish again (a failed job that runs anew).
         self.seen: dict[Path, Any] = {}
         self.best: tuple[float, str] | None = None
+        done = 0  # an interrupted run counts once it is done
         for run_dir, data in self._finished_runs():
             self.seen[run_dir] = data.get("finished_at")
             self._update_best(run_dir, data)
-        done = min(len(self.seen), total) if total else len(self.seen)
+            done += data["status"] in records.DONE
+        done = min(done, total) if total else done
         self.bar = tqdm(total=total, initial=done, desc="sweep", unit=self.unit, disable=None)
         self._show_best()
         _event(
@@ -195,8 +203,9 @@ class SweepWatch:
         self._count(run_dir, data["status"])
 
     def _count(self, run_dir: Path, status: str) -> None:
-        """One more job done, on the bar and in the event file."""
-        self.bar.update(1)
+        """One more job done (not one interrupted), on the bar and in the event file."""
+        if status in records.DONE and (self.bar.total is None or self.bar.n < self.bar.total):
+            self.bar.update(1)
         _event("job", run=str(run_dir), status=status, best=self._best())
 
     def _finished_runs(self) -> list[tuple[Path, dict[str, Any]]]:
@@ -260,6 +269,23 @@ def _event(event: str, **fields: Any) -> None:
     if path:
         with open(path, "a") as file:
             file.write(json.dumps({"event": event, **fields}) + "\n")
+
+
+def stop_with_parent() -> None:
+    """Where ``$MLP_SWEEP_PARENT`` names this process's parent, interrupt this process as
+    Ctrl-C does once that parent is gone (killed, or its kernel restarted), as a command
+    stops with its terminal: the runs in progress end ``interrupted`` and the summary is
+    written, instead of a sweep training on that nobody sees. Called first in the process."""
+    named = os.environ.get(PARENT)
+    if not named or int(named) != os.getppid():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(named):
+            time.sleep(PARENT_SECONDS)
+        signal.raise_signal(signal.SIGINT)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
 def say(text: str) -> None:

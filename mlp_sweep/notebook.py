@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere
 
 from mlp_sweep import collect, records
 from mlp_sweep.config import is_search
-from mlp_sweep.console import EVENTS
+from mlp_sweep.console import EVENTS, PARENT
 from mlp_sweep.errors import BAD_INPUT, INTERRUPTED, BadInput, SweepFailed
 
 if TYPE_CHECKING:
@@ -77,8 +78,10 @@ def sweep(*overrides: str, dir: str | Path | None = None) -> pd.DataFrame:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # job lines and the table: the result says it all
                 stderr=stderr,
-                env={**os.environ, EVENTS: str(events)},
-                start_new_session=True,  # an interrupt reaches it once, from here
+                env={**os.environ, EVENTS: str(events), PARENT: str(os.getpid())},
+                # An interrupt reaches it once, from here; and it stops by itself once this
+                # process is gone (console.stop_with_parent), as a command with its terminal.
+                start_new_session=True,
             )
             progress = _Progress(reader)
             try:
@@ -91,7 +94,10 @@ def sweep(*overrides: str, dir: str | Path | None = None) -> pd.DataFrame:
                     child.kill()
                     child.wait()
                 progress.close(keep=child.returncode in (0, INTERRUPTED))
-        return _result(child.returncode, said.read_text(), progress.sweep_dir)
+        said_text = said.read_text()
+        if dir is not None:  # the folder the caller named dir=, as the caller named it
+            said_text = said_text.replace("hydra.sweep.dir=", "dir=")
+        return _result(child.returncode, said_text, progress.sweep_dir)
 
 
 def load(folder: str | Path) -> pd.DataFrame:
@@ -106,7 +112,17 @@ def load(folder: str | Path) -> pd.DataFrame:
         table = load("outputs/sweeps/width")
         table.sort_values("val_acc", ascending=False)[["hidden", "val_acc"]]
     """
-    return collect.summary_table(_collection(folder))
+    import pandas as pd
+
+    text = collect.summary_table(_collection(folder)).to_csv(index=False)
+    # Typed as reading summary.csv types it (whole numbers int64, not object), the names of
+    # runs and sweeps kept as text, and every value written back as it was.
+    return pd.read_csv(
+        io.StringIO(text),
+        dtype={"sweep": str, "run": str, "path": str},
+        keep_default_na=False,
+        na_values=[""],
+    )
 
 
 def history(folder: str | Path) -> pd.DataFrame:
@@ -160,6 +176,8 @@ def _png(figure: Figure) -> bytes:
 def _collection(folder: str | Path) -> collect.Collection:
     """The runs under ``folder``, refused as ``mlp-sweep collect`` refuses it: a folder that
     does not exist, or one without runs."""
+    if not isinstance(folder, (str, os.PathLike)) or isinstance(os.fspath(folder), bytes):
+        raise BadInput(f"folder takes a folder as str or Path; not {folder!r}")
     if not Path(folder).is_dir():
         raise BadInput(f"not a folder: {folder}")
     c = collect.collect([Path(folder)])
@@ -179,14 +197,36 @@ def _arguments(overrides: Sequence[str], folder: str | Path | None) -> list[str]
     arguments = ["-m", *overrides]
     if folder is None:
         return arguments
+    if not isinstance(folder, (str, os.PathLike)) or isinstance(os.fspath(folder), bytes):
+        raise BadInput(f"dir= takes a folder as str or Path, or None; not {folder!r}")
     if any(o.startswith("hydra.sweep.dir=") for o in overrides):
         raise BadInput("dir= and hydra.sweep.dir= both name the sweep's folder; give one")
-    where = Path(folder).expanduser().resolve()
+    where = _own_folder(folder)
     arguments.append(f"hydra.sweep.dir={_quoted(str(where))}")
     if is_search(overrides) and not any(o.startswith("hydra.sweeper.storage=") for o in overrides):
-        storage = f"sqlite:///{where}/${{hydra.sweeper.study_name}}.db"
+        # SQLAlchemy reads the path of the URL with %-escapes: a `?` would start its query.
+        storage = f"sqlite:///{urllib.parse.quote(str(where))}/${{hydra.sweeper.study_name}}.db"
         arguments.append(f"hydra.sweeper.storage={_quoted(storage)}")
     return arguments
+
+
+def _own_folder(folder: str | Path) -> Path:
+    """``dir`` as an absolute path, refused where it would make a sweep of other runs: no
+    folder at all, the current folder or one above it, a folder above other sweeps, or a run's
+    own folder (the result would be every run under it, not this sweep's)."""
+    where = Path(folder).expanduser().resolve()
+    if not str(folder).strip():
+        why = "names no folder"
+    elif where == Path.cwd() or where in Path.cwd().parents:
+        above = "the current folder" if where == Path.cwd() else "above the current folder"
+        why = f"is {where}, {above}"
+    elif (where / records.METRICS_FILE).exists():
+        why = "is a run's folder"
+    elif next(where.glob(f"*/*/{records.METRICS_FILE}"), None) is not None:
+        why = "holds the runs of other sweeps"
+    else:
+        return where
+    raise BadInput(f"dir={str(folder)!r} {why}; give a folder of its own for the sweep")
 
 
 def _quoted(value: str) -> str:
@@ -224,16 +264,25 @@ class _Progress:
             self.bar = tqdm(
                 total=event["total"], initial=event["done"], desc="sweep", unit=event["unit"]
             )
+        if event["event"] == "log":  # the command's warnings, which its console would show
+            tqdm.write(event["text"], file=sys.stderr)
+            return
         if event["best"]:
             self.bar.set_postfix_str(event["best"], refresh=False)
-        if event["event"] == "job":
+        done = event["event"] == "job" and event["status"] in records.DONE
+        room = self.bar.total is None or self.bar.n < self.bar.total
+        if done and room:  # a failed run that runs again ends twice: counted once
             self.bar.update(1)
 
     def close(self, keep: bool) -> None:
         """Take the bar down; ``keep``: leave it showing where the sweep ended."""
-        if self.bar is not None:
-            self.bar.leave = keep
-            self.bar.close()
+        if self.bar is None:
+            return
+        self.bar.leave = keep
+        self.bar.close()
+        if keep and getattr(self.bar, "container", None) is not None:  # a Jupyter widget
+            # A saved notebook keeps a widget's first text (0/12) only: say where it ended.
+            print(self.bar, file=sys.stderr)
 
 
 def _follow(child: subprocess.Popen[bytes], progress: _Progress) -> None:

@@ -40,6 +40,8 @@ STUDY_PLOTS = (
     "optuna_slice.png",
 )
 PARETO_PLOT = "optuna_pareto.png"  # a search with several objectives: its Pareto front
+# Held (flock) by the grid sweep running in a sweep folder; it holds that process's pid.
+SWEEP_LOCK = ".mlp_sweep.lock"
 
 # Metric names, each with the direction in which it improves.
 METRICS: dict[str, str] = {
@@ -64,6 +66,7 @@ INTERRUPTED = "interrupted"
 FAILED = "failed"
 PRUNED = "pruned"
 STATUSES = (RUNNING, COMPLETE, INTERRUPTED, FAILED, PRUNED)
+DONE = (COMPLETE, PRUNED, FAILED)  # a run that needs no more training (interrupted does)
 
 
 UMASK = os.umask(0)  # the process umask, which results follow (read by setting it back)

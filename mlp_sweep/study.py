@@ -38,9 +38,13 @@ def sqlite_file(url: Any) -> Path | None:
 
     >>> sqlite_file("sqlite:///outputs/optuna/s.db"), sqlite_file("postgresql://h/db")
     (PosixPath('outputs/optuna/s.db'), None)
+    >>> sqlite_file("sqlite:////tmp/50%25%3F/s.db?timeout=5")
+    PosixPath('/tmp/50%?/s.db')
     """
     if isinstance(url, str) and url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///"))
+        from sqlalchemy.engine import make_url  # as the storage reads it: %-escapes, ?query
+
+        return Path(make_url(url).database or "")
     return None
 
 

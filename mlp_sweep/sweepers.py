@@ -8,8 +8,10 @@ torch) when a search is made, as hydra-optuna-sweeper does with its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +144,7 @@ class GridSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         # Imported here: Hydra imports every plugin at start-up, --help included.
-        from mlp_sweep import checkpoint, job, loggers
+        from mlp_sweep import job
 
         assert self.hydra_context is not None and self.config is not None
         # Resolve the sweep folder first: jobs composed from the master config copy its
@@ -160,6 +162,25 @@ class GridSweeper(BasicSweeper):
         variants = {c.model.name for c in configs}
         for cfg in configs:
             check_comparable(cfg.objective, variants)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        # From here to its end the sweep holds its folder: a second grid sweep started into it
+        # would see the same unfinished runs and train them again.
+        with _only_sweep(sweep_dir, str(self.config.hydra.sweep.dir)):
+            return self._run(jobs, configs, batches, sweep_dir)
+
+    def _run(
+        self,
+        jobs: list[list[str]],
+        configs: list[DictConfig],
+        batches: list[list[list[str]]],
+        sweep_dir: Path,
+    ) -> Any:
+        """Check the jobs' folders, then launch the jobs they do not hold finished."""
+        from mlp_sweep import checkpoint, job, loggers
+
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
         settled = {}  # jobs whose folders hold their run finished: kept, not launched
         for num, cfg in enumerate(configs):  # numbered as the launcher numbers them
             folder = _job_dir(cfg, num)
@@ -169,8 +190,6 @@ class GridSweeper(BasicSweeper):
             if plan.action in (checkpoint.KEEP, checkpoint.KEEP_FAILED):
                 settled[num] = (folder, plan)
         composed = {tuple(j): cfg for j, cfg in zip(jobs, configs)}
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         loggers.prepare(self.config, sweep_dir)  # once the sweep is accepted
         failures: list[tuple[list[str], BaseException]] = []
@@ -194,6 +213,29 @@ class GridSweeper(BasicSweeper):
         failures += [(ret.overrides, err) for ret in returns if (err := failure(ret)) is not None]
         _report_failures(returns, failures, len(jobs), sweep_dir)
         return [returns]
+
+
+@contextlib.contextmanager
+def _only_sweep(sweep_dir: Path, named: str) -> Iterator[None]:
+    """Hold the sweep folder's lock while the body runs; refuse a folder another grid sweep
+    holds, which would train the same runs a second time. (flock: a killed holder's lock
+    goes with it.)"""
+    import fcntl
+
+    with open(sweep_dir / records.SWEEP_LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise BadInput(
+                f"hydra.sweep.dir={named} is in use by another sweep (pid {holder}); "
+                "wait for it or choose another folder"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def failure(ret: JobReturn) -> BaseException | None:

@@ -1,8 +1,10 @@
 """mlp_sweep.sweep, load, history and plot: sweeps from a notebook, results as DataFrames; and
 the example notebook, run top to bottom in a real Jupyter kernel."""
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,5 +174,138 @@ def test_the_example_notebook_runs_in_a_kernel_and_shows_its_figures(tmp_path):
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     figures = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(figures) == 2  # the seaborn curves, and plot()'s summary figure
+    # The widget's stored text is its first state (0/12); the cell also keeps where it ended.
+    said = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+    assert "12/12" in said
     table = pd.read_csv(tmp_path / "outputs" / "sweeps" / "l09" / "summary.csv")
     assert len(table) == 12 and set(table["status"]) == {"complete"}
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter from /proc (``Z`` once it has exited and awaits its
+    parent), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_the_sweep_stops_with_the_process_that_called_sweep_when_that_one_is_killed(tmp_path):
+    folder = tmp_path / "s"
+    code = (
+        "import mlp_sweep, sys\n"
+        "mlp_sweep.sweep('hidden=20,40', 'epochs=200', 'hydra/launcher=basic', dir=sys.argv[1])\n"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=tmp_path)
+    children: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (folder / "0" / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        children = Path(f"/proc/{caller.pid}/task/{caller.pid}/children").read_text().split()
+        assert len(children) == 1
+        caller.kill()  # as a kernel restart, or kill -9, ends it: no chance to stop the sweep
+        caller.wait()
+        child = int(children[0])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _state(child) not in (None, "Z"):
+            time.sleep(0.1)
+        assert _state(child) in (None, "Z"), "the sweep trains on with nobody to see it"
+    finally:
+        caller.kill()
+        for pid in children:
+            if _state(int(pid)) not in (None, "Z"):
+                os.kill(int(pid), signal.SIGKILL)
+    run = json.loads((folder / "0" / "metrics.json").read_text())
+    assert run["status"] == "interrupted" and run["epochs_run"] < 200
+    assert not (folder / "1").exists()
+
+
+def test_dir_must_name_a_sweeps_own_folder(tmp_path, monkeypatch, grid):
+    monkeypatch.chdir(tmp_path)
+    for folder, says in [
+        ("", "dir='' names no folder"),
+        (".", f"dir='.' is {tmp_path}, the current folder"),
+        (tmp_path.parent, f"dir={str(tmp_path.parent)!r} is {tmp_path.parent}, above the current"),
+        (grid[0].parent, f"dir={str(grid[0].parent)!r} holds the runs of other sweeps"),
+        (grid[0] / "0", f"dir={str(grid[0] / '0')!r} is a run's folder"),
+    ]:
+        with pytest.raises(BadInput, match=f"^{re.escape(says)}.*; give a folder of its own"):
+            mlp_sweep.sweep("hidden=20", "epochs=1", dir=folder)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_search_keeps_its_study_in_a_dir_whose_name_has_url_characters(tmp_path):
+    folder = tmp_path / "50% sure? #1"
+    table = mlp_sweep.sweep(
+        "hparams_search=optuna", "epochs=1", "hydra.sweeper.n_trials=1", dir=folder
+    )
+    assert list(table["trial"]) == [0]
+    assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
+
+
+def test_load_gives_each_column_the_type_reading_summary_csv_gives_it(grid):
+    folder, table = grid
+    on_disk = pd.read_csv(folder / "summary.csv", dtype={"run": str})
+    assert dict(mlp_sweep.load(folder).dtypes) == dict(on_disk.dtypes)
+    assert dict(table.dtypes) == dict(on_disk.dtypes)
+
+
+def test_the_bar_counts_finished_runs_only_and_never_passes_its_total():
+    from mlp_sweep.notebook import _Progress
+
+    events = [
+        {"event": "start", "dir": "s", "total": 2, "done": 1, "unit": "job", "best": None},
+        {"event": "job", "run": "s/0", "status": "interrupted", "best": None},
+        {"event": "job", "run": "s/0", "status": "complete", "best": None},
+        {"event": "job", "run": "s/1", "status": "complete", "best": None},
+    ]
+    progress = _Progress(io.StringIO("".join(json.dumps(e) + "\n" for e in events[:2])))
+    progress.update()
+    assert progress.bar.n == 1  # an interrupted run is not done
+    progress.reader = io.StringIO("".join(json.dumps(e) + "\n" for e in events[2:]))
+    progress.update()
+    assert progress.bar.n == progress.bar.total == 2
+    progress.close(keep=False)
+
+
+def test_a_folder_of_another_type_is_refused_naming_the_argument():
+    for call in (lambda: mlp_sweep.sweep("hidden=20", dir=3), lambda: mlp_sweep.sweep(dir=b"x")):
+        with pytest.raises(BadInput, match=r"^dir= takes a folder as str or Path, or None; not "):
+            call()
+    for folder in (3, None):
+        with pytest.raises(BadInput, match=r"^folder takes a folder as str or Path; not "):
+            mlp_sweep.load(folder)
+
+
+def test_a_folder_in_use_is_refused_naming_dir_as_the_caller_gave_it(tmp_path):
+    import fcntl
+
+    from mlp_sweep import records
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    with open(folder / records.SWEEP_LOCK, "w") as lock:  # as a sweep running there holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("12345\n")
+        lock.flush()
+        with pytest.raises(BadInput) as refused:
+            mlp_sweep.sweep("hidden=20", "epochs=1", dir=folder)
+    assert str(refused.value) == (
+        f"dir={folder} is in use by another sweep (pid 12345); wait for it or choose another folder"
+    )
+    assert [p.name for p in folder.iterdir()] == [records.SWEEP_LOCK]
+
+
+def test_the_commands_warnings_are_shown_to_the_caller_without_its_job_lines(tmp_path, capsys):
+    mlp_sweep.sweep(
+        "hparams_search=optuna_pruned",
+        "hydra.sweeper.storage=null",
+        "hydra.sweeper.n_trials=1",
+        "epochs=1",
+        dir=tmp_path / "s",
+    )
+    said = capsys.readouterr()
+    lines = (said.out + said.err).splitlines()
+    assert "warning: the study is in memory, out of the trials' reach: no pruning" in lines
+    assert not [line for line in lines if line.startswith("trial 0")]  # no per-job lines

@@ -132,3 +132,9 @@ def test_an_interpolated_override_is_recorded_as_a_parameter(run_app, tmp_path):
     assert "optimizer.lr" not in runs[0]["params"]  # the config's own alias of lr
     summary = pd.read_csv(sweep / "summary.csv")
     assert summary["batch_size"].tolist() == [50, 100]
+
+
+def test_hparams_search_null_is_no_search(run_app):
+    result = run_app("hparams_search=null", "epochs=1", "--cfg", "hydra")
+    assert result.code == 0, result.err
+    assert "mlp_sweep.sweepers.GridSweeper" in result.out  # the grid's sweeper, not a search

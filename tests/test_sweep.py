@@ -1,8 +1,10 @@
 """`python run.py -m ...` end to end in a temporary folder (as a subprocess where it matters)."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -60,3 +62,33 @@ def test_two_sweeps_started_together_get_separate_folders(tmp_path):
     sweeps = sweep_dirs(tmp_path)
     assert len(sweeps) == 2
     assert all(len(list(s.glob("*/metrics.json"))) == 1 for s in sweeps)
+
+
+def test_a_second_grid_sweep_into_a_folder_in_use_is_refused_and_changes_nothing(
+    run_script, tmp_path
+):
+    folder = tmp_path / "s"
+    grid = ["-m", "hidden=20,40", "epochs=200", "hydra/launcher=basic", f"hydra.sweep.dir={folder}"]
+    first = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *grid],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (folder / "0" / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+        second = run_script(*grid[:-1], "hydra.sweep.dir=s", timeout=60)
+        assert second.code == 2
+        assert second.err.strip().splitlines()[-1] == (
+            f"error: hydra.sweep.dir=s is in use by another sweep (pid {first.pid}); "
+            "wait for it or choose another folder"
+        )
+        assert not (folder / "1").exists()
+        changed = {p for p, t in before.items() if p.exists() and p.stat().st_mtime_ns != t}
+        assert changed <= set((folder / "0").iterdir())  # the first sweep's own run only
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(60)
