@@ -17,6 +17,11 @@ from hydra.core.global_hydra import GlobalHydra
 
 from mlp_sweep import app
 
+# Under pytest-xdist the workers share the cores: each worker, and every command it starts,
+# trains on one torch thread, so that their threads do not spin waiting for each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MLP_SWEEP_SHARED_DATA", REPO.parent / "shared" / "data"))
 
