@@ -147,9 +147,7 @@ class StackedLauncher(Launcher):
         for node in (config, hydra_cfg):  # set in both, rather than copying the node again
             with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
                 node.hydra.runtime.output_dir = out
-        task = copy.deepcopy(config)
-        with read_write(task), open_dict(task):
-            del task["hydra"]
+        task = _without_hydra(config)
         Path(out).mkdir(parents=True, exist_ok=True)
         ret = JobReturn(
             overrides=OmegaConf.to_container(config.hydra.overrides.task),
@@ -177,3 +175,15 @@ class StackedLauncher(Launcher):
             self.config.hydra.verbose,
             execution_whitelist=self.hydra_context.execution_whitelist,
         )
+
+
+def _without_hydra(config: DictConfig) -> DictConfig:
+    """``config`` as the job sees it: a deep copy without its ``hydra`` node, as Hydra's
+    ``run_job`` makes it (a copy, then the node deleted), but without copying the node first:
+    it is most of the config, and a grid copies it once per job. (The node is handed to the
+    copy as a stand-in already made, through deepcopy's own memo.)"""
+    hydra = config._get_node("hydra")
+    task = copy.deepcopy(config, memo={id(hydra): OmegaConf.create()})
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task

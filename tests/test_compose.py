@@ -3,6 +3,8 @@ Hydra's own ``load_sweep_config`` composes, across every kind of override."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -10,10 +12,11 @@ from hydra._internal.utils import create_config_search_path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 
 from mlp_sweep.app import CONFIG_DIR
 from mlp_sweep.compose import JobComposer
+from mlp_sweep.stacked_launcher import _without_hydra
 
 SWEEPS = {
     "values": ["hidden=50,100,200", "lr=0.1,0.5"],
@@ -67,3 +70,33 @@ def test_a_job_config_changed_afterwards_leaves_the_next_jobs_alone():
     first = composer.compose(jobs[0])
     first.epochs = 99  # a launcher sets fields of a job's config (hydra.job.num, ...)
     assert [composer.compose(j).epochs for j in jobs[1:]] == [master.epochs] * 2
+
+
+def _hydra_task(config):
+    """A job's config without its hydra node, as Hydra's run_job makes it."""
+    task = copy.deepcopy(config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+@pytest.mark.parametrize("arguments", SWEEPS.values(), ids=SWEEPS.keys())
+def test_the_stacked_launcher_hands_each_job_the_config_run_job_would(arguments):
+    loader, master, jobs = _loader_and_master(arguments)
+    for job in jobs:
+        try:
+            config = loader.load_sweep_config(master, job)
+        except ConfigCompositionException:
+            continue
+        before = OmegaConf.to_yaml(config)
+        task, expected = _without_hydra(config), _hydra_task(config)
+        assert OmegaConf.to_yaml(task) == OmegaConf.to_yaml(expected), job
+        assert OmegaConf.to_container(task, resolve=True) == OmegaConf.to_container(
+            expected, resolve=True
+        )
+        assert OmegaConf.get_type(task) is OmegaConf.get_type(expected)
+        assert OmegaConf.is_struct(task) == OmegaConf.is_struct(expected)
+        assert OmegaConf.to_yaml(config) == before  # the job's own config is left whole
+        assert config.hydra._get_parent() is config
+        task.seed = 12345  # a copy: the job's config does not change with it
+        assert config.seed != 12345
