@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import functools
 import inspect
@@ -10,6 +11,7 @@ import json
 import logging
 import math
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,8 +19,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import optuna
-import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -32,7 +32,6 @@ from mlp_sweep.errors import ConfigError, RunFailed, one_line
 from mlp_sweep.launchers import use_threads
 from mlp_sweep.model import LOSSES, MLP, count_params
 from mlp_sweep.schedule import Schedule, build_schedule
-from mlp_sweep.study import trial_reporter
 from mlp_sweep.train import Diverged, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -82,12 +81,7 @@ def _check_optimizer(cfg: DictConfig, device: torch.device) -> None:
     """Build the optimizer over a dummy layer on ``device`` and take one step: some settings
     (``capturable=true`` on a CPU) are refused only by the first step. Settings that passed
     are not built again in this process: a grid's jobs mostly share them."""
-    try:
-        settings = json.dumps(
-            OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=repr
-        )
-    except Exception:  # a value that does not resolve: building the optimizer says which
-        settings = None
+    settings = _settings(cfg)
     key = (settings, str(device))
     if settings is not None and key in _OPTIMIZERS_CHECKED:
         return
@@ -95,7 +89,16 @@ def _check_optimizer(cfg: DictConfig, device: torch.device) -> None:
     _OPTIMIZERS_CHECKED.add(key)
 
 
-_OPTIMIZERS_CHECKED: set[tuple[str, str]] = set()
+_OPTIMIZERS_CHECKED: set[tuple[str | None, str]] = set()
+
+
+def _settings(cfg: DictConfig) -> str | None:
+    """An optimizer config's resolved settings as one string (None if a value does not
+    resolve: building the optimizer then says which)."""
+    try:
+        return json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=repr)
+    except Exception:
+        return None
 
 
 def _step_once(cfg: DictConfig, device: torch.device) -> None:
@@ -120,11 +123,28 @@ def _step_once(cfg: DictConfig, device: torch.device) -> None:
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Instantiate the optimizer config over the model's parameters."""
     try:
-        return instantiate(cfg, _execution_whitelist_=OPTIMIZERS)(model.parameters())
+        return _optimizer_partial(cfg)(model.parameters())
     except (InstantiationException, RuntimeError, TypeError, ValueError) as err:
         raise ConfigError(
             f"optimizer ({cfg.get('_target_')}) cannot be built: {one_line(err)}"
         ) from None
+
+
+def _optimizer_partial(cfg: DictConfig) -> Callable[..., torch.optim.Optimizer]:
+    """The optimizer class with the config's arguments bound (``_partial_``), instantiated by
+    Hydra once per process for each setting: a grid's jobs mostly share one, and Hydra's
+    instantiate takes longer than building the optimizer. Each call gets arguments of its own."""
+    settings = _settings(cfg)
+    made = _OPTIMIZER_CLASSES.get(settings) if settings is not None else None
+    if made is None:
+        made = instantiate(cfg, _execution_whitelist_=OPTIMIZERS)
+        if settings is None or not isinstance(made, functools.partial):
+            return made
+        _OPTIMIZER_CLASSES[settings] = made
+    return functools.partial(made.func, *made.args, **copy.deepcopy(made.keywords))
+
+
+_OPTIMIZER_CLASSES: dict[str, functools.partial] = {}
 
 
 def params_of(cfg: DictConfig, overridden: Iterable[str] = ()) -> dict[str, Any]:
@@ -301,12 +321,9 @@ def begin(
     which group the run trains in; ``preprocess``, how a table's rows became its inputs
     (preprocess.json, which ``mlp-sweep predict`` applies to new rows)."""
     cfg, out = life.cfg, life.out
-    record = _take_folder(life)
+    record = _take_folder(life, stacked)
     if preprocess is not None:
         records.write_json(out / records.PREPROCESS_FILE, preprocess)
-    if stacked is not None:
-        record.data["stacked"] = stacked
-        record.save()
     state = life.plan.state
     if state is not None:
         model.load_state_dict(state["model"])
@@ -318,6 +335,8 @@ def begin(
         log.info("continuing %s after epoch %d", out, record.data["epochs_run"])
     if cfg.trial is not None:
         study = OmegaConf.select(life.hydra_cfg, "sweeper.study_name", default=None)
+        from mlp_sweep.study import trial_reporter  # Optuna: only a search's trials need it
+
         life.report = trial_reporter(
             cfg.trial, life.hydra_cfg.sweeper, cfg.objective, out, cfg.epochs
         )
@@ -325,13 +344,15 @@ def begin(
     record.loggers = loggers.start(cfg, out, record.data)  # TensorBoard, MLflow: loggers.py
 
 
-def _take_folder(life: Life) -> RunRecord:
+def _take_folder(life: Life, stacked: dict[str, Any] | None = None) -> RunRecord:
     """Write the run's .hydra/ and first metrics.json over what an earlier attempt left."""
     if life.plan.action == checkpoint.FRESH:
         for name in _OUTPUT_FILES:  # an earlier attempt's, which this one replaces
             (life.out / name).unlink(missing_ok=True)
     _write_hydra_record(life.out, life.cfg, life.hydra_cfg, life.full_cfg)
-    life.record = RunRecord(life.out, life.cfg, life.hydra_cfg, life.device, life.started)
+    life.record = RunRecord(
+        life.out, life.cfg, life.hydra_cfg, life.device, life.started, stacked=stacked
+    )
     return life.record
 
 
@@ -398,7 +419,7 @@ def stopped(life: Life, err: BaseException) -> float:
             raise err
         _take_folder(life)
     record = life.record
-    if isinstance(err, optuna.TrialPruned):
+    if _pruned(err):
         value = record.data["history"][-1][life.cfg.objective]
         record.finish(records.PRUNED, objective=value, error=str(err))
         return value
@@ -411,6 +432,13 @@ def stopped(life: Life, err: BaseException) -> float:
         raise RunFailed(f"{life.out}: {err}; the run is marked failed") from None
     record.finish(records.FAILED, error=f"{type(err).__name__}: {one_line(err)}")
     raise err
+
+
+def _pruned(err: BaseException) -> bool:
+    """Whether ``err`` is Optuna's TrialPruned: raised only by a trial's reporter, so only
+    in a process that imported Optuna."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(err, optuna.TrialPruned)
 
 
 def kept_failure(out: Path, error: str | None) -> RunFailed:
@@ -456,6 +484,7 @@ class RunRecord:
         hydra_cfg: DictConfig,
         device: torch.device,
         started: float,
+        stacked: dict[str, Any] | None = None,
     ) -> None:
         self.out = out
         self.started = started
@@ -485,6 +514,8 @@ class RunRecord:
             "versions": dict(_versions()),
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        if stacked is not None:  # which group the run trains in
+            self.data["stacked"] = stacked
         self.save()
 
     def save(self) -> None:
@@ -524,9 +555,8 @@ class RunRecord:
         self.data["objective"]["value"] = objective
         try:
             if self.data["history"]:
-                history = pd.DataFrame(self.data["history"], columns=records.EPOCH_FIELDS)
-                records.atomic_write(
-                    self.out / records.HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False)
+                records.write_csv(
+                    self.out / records.HISTORY_FILE, self.data["history"], records.EPOCH_FIELDS
                 )
                 title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
                 # MLflow keeps curves.png with the run, so it must be there when it ends.
