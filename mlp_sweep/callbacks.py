@@ -11,7 +11,7 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mlp_sweep import collect, drawing, records
+from mlp_sweep import drawing, records
 from mlp_sweep.console import SweepWatch
 from mlp_sweep.errors import BadInput
 from mlp_sweep.sweepers import failure
@@ -55,6 +55,8 @@ class CollectSweep(Callback):
         # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.
         if not sweep_dir.is_dir() or isinstance(sys.exc_info()[1], BadInput):
             return
+        from mlp_sweep import collect  # pandas: a single run never needs it
+
         drawing.summary(sweep_dir)  # summary.png, drawn after the runs' figures, while
         c = collect.write_summary(sweep_dir, plot=False)  # the tables are written here
         if c.runs.empty:

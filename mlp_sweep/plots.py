@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
-import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -24,6 +23,7 @@ from mlp_sweep.records import PARETO_PLOT, STUDY_PLOTS, atomic_write, direction
 
 if TYPE_CHECKING:
     import optuna
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO notes are not ours
@@ -183,6 +183,8 @@ def _first_value(trial: optuna.trial.FrozenTrial) -> float:
 
 
 def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
+    import pandas as pd  # the summary's figure only: a run's curves never need it
+
     values = pd.to_numeric(runs[param], errors="coerce")
     if values.notna().all():
         ax.scatter(values, runs[metric])
@@ -254,6 +256,8 @@ def _parallel(
 def _axis_positions(column: pd.Series, log: bool) -> tuple[np.ndarray, list[tuple[float, str]]]:
     """A column as positions in [0, 1], with the labels to show on its axis; ``log``: on a
     log scale if its values call for one."""
+    import pandas as pd
+
     values = pd.to_numeric(column, errors="coerce")
     if values.isna().any():
         order = _categories(column)

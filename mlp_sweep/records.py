@@ -6,6 +6,7 @@ documented in the README is defined once.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -120,6 +121,32 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
+    """``rows`` as a CSV table with the columns ``fields``, atomically; a missing value, None
+    or NaN, is an empty cell (as pandas writes them).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "history.csv"
+    >>> rows = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": math.nan}]
+    >>> write_csv(path, rows, ("epoch", "loss"))
+    >>> print(path.read_text(), end="")
+    epoch,loss
+    1,0.5
+    2,
+    """
+
+    def cell(value: Any) -> Any:
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            out = csv.writer(f, lineterminator="\n")
+            out.writerow(fields)
+            out.writerows([cell(row.get(key)) for key in fields] for row in rows)
+
+    atomic_write(path, write)
 
 
 def write_yaml(path: Path, node: Any) -> None:

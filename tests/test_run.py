@@ -6,9 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlp_sweep.model import MLP
-from mlp_sweep.records import EPOCH_FIELDS, METRICS
+from mlp_sweep.records import EPOCH_FIELDS, METRICS, write_csv
 
 
 def only_run_dir(root: Path) -> Path:
@@ -36,6 +38,7 @@ def test_a_run_writes_metrics_history_curves_and_model(run_app, tmp_path):
 
     history = pd.read_csv(run_dir / "history.csv")
     assert list(history.columns) == list(EPOCH_FIELDS) and len(history) == 2
+    assert history.to_dict("records") == m["history"]  # the same numbers as metrics.json
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
     model = MLP(784, [32], 10)
@@ -138,3 +141,29 @@ def test_hparams_search_null_is_no_search(run_app):
     result = run_app("hparams_search=null", "epochs=1", "--cfg", "hydra")
     assert result.code == 0, result.err
     assert "mlp_sweep.sweepers.GridSweeper" in result.out  # the grid's sweeper, not a search
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=0, max_value=1),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"epoch": st.integers(1, 10_000), **{k: _VALUES for k in EPOCH_FIELDS[1:]}}
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_history_csv_is_written_as_pandas_writes_it(tmp_path_factory, epochs):
+    """history.csv is written without pandas (a run need not import it), cell for cell as
+    ``DataFrame.to_csv`` wrote it before: NaN and None empty, floats as Python prints them."""
+    path = tmp_path_factory.mktemp("csv") / "history.csv"
+    write_csv(path, epochs, EPOCH_FIELDS)
+    expected = pd.DataFrame(epochs, columns=list(EPOCH_FIELDS)).to_csv(index=False)
+    assert path.read_text() == expected

@@ -14,14 +14,17 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlp_sweep.data import mnist, prepare
+from mlp_sweep.data import examples, mnist
 from mlp_sweep.data.cache import cache_path
 from mlp_sweep.data.mnist import IDX_FILES, NUM_CLASSES, TRAIN_POOL, torchvision_root
 from mlp_sweep.errors import DataError
+
+if TYPE_CHECKING:
+    from mlp_sweep.data import prepare
 
 __all__ = [
     "IDX_FILES",
@@ -30,11 +33,18 @@ __all__ = [
     "cache_path",
     "check",
     "check_split",
+    "count",
     "dims",
     "load",
     "load_data",
     "torchvision_root",
 ]
+
+
+# Data sets made from a table by :mod:`mlp_sweep.data.prepare` (pandas, scikit-learn), which is
+# imported for them only: images never need it.
+FILE_SOURCES = ("table", "arrays")
+SOURCES = (*FILE_SOURCES, *examples.EXAMPLES)
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ class Splits:
 
 def load_data(data: Any, device: torch.device) -> Splits:
     """The data set a ``data`` config names, split, on ``device`` (once per process)."""
-    if data.name not in prepare.SOURCES:
+    if data.name not in SOURCES:
         return load(
             data.name,
             device=device,
@@ -69,6 +79,8 @@ def load_data(data: Any, device: torch.device) -> Splits:
             download=data.download,
             cache_dir=data.cache_dir,
         )
+    from mlp_sweep.data import prepare
+
     return _load_prepared(prepare.Source.of(data), str(device))
 
 
@@ -76,7 +88,9 @@ def check(data: Any) -> None:
     """Raise DataError unless the ``data`` config gives a usable split: for images without
     reading them; a table is read (and cached) here, so that bad rows are named before any
     run folder is written."""
-    if data.name in prepare.SOURCES:
+    if data.name in SOURCES:
+        from mlp_sweep.data import prepare
+
         prepare.prepared(prepare.Source.of(data))
     else:
         check_split(data.name, data.val_size)
@@ -84,14 +98,18 @@ def check(data: Any) -> None:
 
 def dims(data: Any) -> tuple[int, int]:
     """The number of input features and of classes of the data set a ``data`` config names."""
-    if data.name not in prepare.SOURCES:
+    if data.name not in SOURCES:
         return mnist.NUM_FEATURES, NUM_CLASSES
+    from mlp_sweep.data import prepare
+
     p = prepare.prepared(prepare.Source.of(data))
     return p.num_features, p.num_classes
 
 
 @functools.lru_cache(maxsize=4)
 def _load_prepared(source: prepare.Source, device: str) -> Splits:
+    from mlp_sweep.data import prepare
+
     p = prepare.prepared(source)
     to = torch.device(device)
     mul = torch.tensor(p.preprocess["scale"]["mul"], device=to)
@@ -127,7 +145,7 @@ def load(
     (3500, 500, 1000)
     """
     root = str(Path(root).expanduser().resolve()) if root else None
-    val_size = prepare.count(val_size, TRAIN_POOL.get(name, 0))  # a fraction: of the pool
+    val_size = count(val_size, TRAIN_POOL.get(name, 0))  # a fraction: of the pool
     return _load(name, str(device), val_size, root, download, str(cache_path(cache_dir)))
 
 
@@ -160,6 +178,17 @@ def _load(
     )
 
 
+def count(size: int | float | None, rows: int) -> int:
+    """A split's size in rows: a whole number as it is, a fraction of ``rows``.
+
+    >>> count(0.2, 1797), count(300, 1797), count(None, 10)
+    (359, 300, 0)
+    """
+    if size is None:
+        return 0
+    return int(size) if isinstance(size, int) else round(size * rows)
+
+
 def check_split(name: str, val_size: int | float) -> None:
     """Raise DataError unless data set ``name`` can give a validation split of ``val_size``
     images and still train on some; no data is read.
@@ -172,7 +201,7 @@ def check_split(name: str, val_size: int | float) -> None:
     pool = TRAIN_POOL.get(name)
     if pool is None:
         return  # an unknown name is reported by load()
-    val_size = prepare.count(val_size, pool)
+    val_size = count(val_size, pool)
     if name == "mnist_5k":
         # scikit-learn's stratified split needs one image per class on each side.
         if val_size != 0 and not NUM_CLASSES <= val_size <= pool - NUM_CLASSES:

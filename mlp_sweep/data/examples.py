@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # data.name -> the scikit-learn loader
 EXAMPLES = {
@@ -15,6 +18,7 @@ EXAMPLES = {
 def read(name: str) -> tuple[pd.DataFrame, pd.Series]:
     """The features (named as scikit-learn names them) and labels of example ``name``;
     labels are the data set's own class names (``malignant``, ``benign``), or digits."""
+    import pandas as pd
     from sklearn import datasets
 
     bunch = getattr(datasets, EXAMPLES[name])()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlp_sweep.data import arrays, examples, table
+from mlp_sweep.data import FILE_SOURCES, arrays, count, examples, table
 from mlp_sweep.data.cache import cache_path, content_hash, resolve
 from mlp_sweep.errors import DataError, one_line
 from mlp_sweep.records import UMASK
@@ -37,8 +37,6 @@ SPLIT_SEED = 0  # the split never depends on the run's seed
 TEST_FRACTION = 0.2  # data.test_size=null: a fifth of the rows, unless data.test_path is set
 SCALES = ("standard", "minmax", "none")
 MISSING = ("error", "drop")
-FILE_SOURCES = ("table", "arrays")
-SOURCES = (*FILE_SOURCES, *examples.EXAMPLES)
 _FORMAT = 3  # of the cached files; a new one makes new cache folders
 
 
@@ -328,17 +326,6 @@ def _codes(labels: pd.Series, classes: list[Any], where: str) -> np.ndarray:
     if unseen:
         raise DataError(f"{where}: the label {unseen[0]!r} is not among the training labels")
     return np.array([index[v.item() if hasattr(v, "item") else v] for v in labels], dtype=np.int64)
-
-
-def count(size: int | float | None, rows: int) -> int:
-    """A split's size in rows: a whole number as it is, a fraction of ``rows``.
-
-    >>> count(0.2, 1797), count(300, 1797), count(None, 10)
-    (359, 300, 0)
-    """
-    if size is None:
-        return 0
-    return int(size) if isinstance(size, int) else round(size * rows)
 
 
 def _split(
