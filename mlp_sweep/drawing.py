@@ -122,7 +122,8 @@ def summary(sweep_dir: Path, metric: str | Sequence[str] | None = None) -> None:
 
 def serve(lines: Iterable[str] | None = None) -> None:
     """Draw each figure described by a line of ``lines`` (stdin by default), in order."""
-    import mlp_sweep.plots  # noqa: F401  matplotlib, imported while the first runs train
+    # matplotlib, and pandas for the summary's figure, imported while the first runs train
+    from mlp_sweep import collect, plots  # noqa: F401
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     for line in sys.stdin if lines is None else lines:
