@@ -7,6 +7,7 @@ against ``python -c "import torch"`` (T0) on the same machine, with its peak RSS
     python bench/overhead.py --lecture        # also the 16-job lecture grid, basic vs stacked
     python bench/overhead.py --compose        # only: a grid's 32 jobs composed in-process
     python bench/overhead.py --exit           # only: how long a process takes to end
+    python bench/overhead.py --checkout DIR   # the same, of another checkout with its .venv
 
 Each command runs in a fresh temporary folder; the best of ``--repeats`` is kept. The data
 set's load time is measured inside a new process, from the cache that the README's command
@@ -101,7 +102,21 @@ def main() -> None:
     parser.add_argument("--lecture", action="store_true", help="the lecture grid, basic/stacked")
     parser.add_argument("--compose", action="store_true", help="only: composing 32 jobs")
     parser.add_argument("--exit", action="store_true", help="only: the cost of a process's end")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        help="time another checkout's run.py and mlp-sweep, with the Python of its .venv "
+        "(an earlier commit, for a before/after table)",
+    )
     args = parser.parse_args()
+    if args.checkout is not None:
+        global RUN, CLI, PY
+        python = args.checkout.resolve() / ".venv" / "bin" / "python"
+        RUN, CLI, PY = (
+            str(args.checkout.resolve() / "run.py"),
+            str(python.with_name("mlp-sweep")),
+            str(python),
+        )
     if args.compose:
         compose(["hidden=range(16,528,16)", "epochs=1"])
         return
