@@ -1,11 +1,15 @@
 """`python run.py ...` for one run, called in-process in a temporary folder."""
 
+import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -167,3 +171,47 @@ def test_history_csv_is_written_as_pandas_writes_it(tmp_path_factory, epochs):
     write_csv(path, epochs, EPOCH_FIELDS)
     expected = pd.DataFrame(epochs, columns=list(EPOCH_FIELDS)).to_csv(index=False)
     assert path.read_text() == expected
+
+
+_HEAVY = ("torch", "optuna", "pandas", "matplotlib")
+
+
+def _imported(tmp_path, *argv: str, script: str = "run.py") -> list[str]:
+    """Which of _HEAVY a command imported by its end: `python run.py *argv`, or with
+    script="cli" the `mlp-sweep` command."""
+    start = (
+        f"import runpy; sys.argv = ['run.py', *{list(argv)!r}]; "
+        f"runpy.run_path({str(REPO / 'run.py')!r}, run_name='__main__')"
+        if script == "run.py"
+        else f"from mlp_sweep import cli; sys.argv = ['mlp-sweep', *{list(argv)!r}]; cli.run()"
+    )
+    code = (
+        "import atexit, sys; atexit.register(lambda: print('imported', sorted("
+        f"set({_HEAVY!r}) & set(sys.modules)), file=sys.stderr)); {start}"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    said = [line for line in done.stderr.splitlines() if line.startswith("imported ")]
+    assert said, done.stderr
+    return ast.literal_eval(said[-1].removeprefix("imported "))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--cfg", "job"], ["--info"], ["-sc", "query=bash"]])
+def test_commands_that_train_nothing_import_no_torch_optuna_pandas_or_matplotlib(tmp_path, argv):
+    assert _imported(tmp_path, *argv) == []
+
+
+def test_a_run_imports_neither_pandas_nor_optuna(tmp_path):
+    """A run that trains needs torch, and matplotlib for its curves.png; not pandas (the
+    summary's tables) nor Optuna (a search's trials). (Its first run fills the data set's
+    cache, with scikit-learn's split.)"""
+    _imported(tmp_path, "epochs=1", "hydra.run.dir=first")
+    assert _imported(tmp_path, "epochs=1", "hydra.run.dir=run") == ["matplotlib", "torch"]
+    assert (tmp_path / "run" / "curves.png").is_file()
+
+
+def test_comparing_sweeps_imports_no_torch(tmp_path, run_app):
+    assert run_app("-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=a").code == 0
+    assert "torch" not in _imported(tmp_path, "compare", "a", "a", script="cli")
+    assert "torch" not in _imported(tmp_path, "collect", "a", script="cli")
