@@ -6,16 +6,13 @@ From Python (a notebook): ``mlp_sweep.sweep(*overrides)`` runs a sweep and retur
 
 from typing import Any
 
-from mlp_sweep.config import register
-
-register()
-
 __all__ = ["history", "load", "plot", "sweep"]
 
 
 def __getattr__(name: str) -> Any:
     # The notebook functions import pandas: only when one is first used, so that
-    # `import mlp_sweep` (which Hydra's start-up does, --help included) stays cheap.
+    # `import mlp_sweep` (which Hydra's start-up does, --help included, and every
+    # `mlp-sweep` command) stays cheap. The config schema is registered by mlp_sweep.config.
     if name in __all__:
         from mlp_sweep import notebook
 

@@ -387,3 +387,9 @@ def _show(value: Any) -> str:
     if isinstance(value, (ListConfig, DictConfig)):
         value = OmegaConf.to_container(value)
     return repr(value) if isinstance(value, str) else str(value)
+
+
+# Wherever a config is composed or resolved, this module is imported (by the Hydra app, the
+# plugins, the jobs): the schema and resolvers are there. `import mlp_sweep` alone does not
+# need Hydra (`mlp-sweep collect`, `compare`).
+register()

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 SCHEMA_VERSION = 1
 
 # Files inside one run folder (a Hydra job folder).
@@ -151,6 +149,8 @@ def write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) -
 
 def write_yaml(path: Path, node: Any) -> None:
     """An OmegaConf node as YAML, unresolved (as Hydra writes it), atomically."""
+    from omegaconf import OmegaConf  # here: `mlp-sweep collect` never needs it
+
     text = OmegaConf.to_yaml(node)
     atomic_write(path, lambda tmp: tmp.write_text(text))
 

@@ -173,7 +173,7 @@ def test_history_csv_is_written_as_pandas_writes_it(tmp_path_factory, epochs):
     assert path.read_text() == expected
 
 
-_HEAVY = ("torch", "optuna", "pandas", "matplotlib")
+_HEAVY = ("torch", "optuna", "pandas", "matplotlib", "hydra", "omegaconf")
 
 
 def _imported(tmp_path, *argv: str, script: str = "run.py") -> list[str]:
@@ -199,7 +199,7 @@ def _imported(tmp_path, *argv: str, script: str = "run.py") -> list[str]:
 
 @pytest.mark.parametrize("argv", [["--help"], ["--cfg", "job"], ["--info"], ["-sc", "query=bash"]])
 def test_commands_that_train_nothing_import_no_torch_optuna_pandas_or_matplotlib(tmp_path, argv):
-    assert _imported(tmp_path, *argv) == []
+    assert _imported(tmp_path, *argv) == ["hydra", "omegaconf"]
 
 
 def test_a_run_imports_neither_pandas_nor_optuna(tmp_path):
@@ -207,11 +207,13 @@ def test_a_run_imports_neither_pandas_nor_optuna(tmp_path):
     summary's tables) nor Optuna (a search's trials). (Its first run fills the data set's
     cache, with scikit-learn's split.)"""
     _imported(tmp_path, "epochs=1", "hydra.run.dir=first")
-    assert _imported(tmp_path, "epochs=1", "hydra.run.dir=run") == ["matplotlib", "torch"]
+    imported = _imported(tmp_path, "epochs=1", "hydra.run.dir=run")
+    assert imported == ["hydra", "matplotlib", "omegaconf", "torch"]
     assert (tmp_path / "run" / "curves.png").is_file()
 
 
-def test_comparing_sweeps_imports_no_torch(tmp_path, run_app):
+def test_collecting_and_comparing_sweeps_import_neither_torch_nor_hydra(tmp_path, run_app):
     assert run_app("-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=a").code == 0
-    assert "torch" not in _imported(tmp_path, "compare", "a", "a", script="cli")
-    assert "torch" not in _imported(tmp_path, "collect", "a", script="cli")
+    for argv in (["compare", "a", "a"], ["collect", "a"]):
+        imported = _imported(tmp_path, *argv, script="cli")
+        assert not {"torch", "hydra", "omegaconf"} & set(imported), argv
