@@ -121,3 +121,21 @@ def test_a_command_the_pages_show_runs(workdir, monkeypatch, where, words):
         monkeypatch.delitem(sys.modules, name.removesuffix(".py"), raising=False)
     result = run_in_process(*shorter(words), cwd=workdir)
     assert result.code == 0, f"{where}\n{result.err}"
+
+
+def test_no_file_holds_a_merge_conflict():
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.md", "*.py", "*.yaml", "*.toml", "*.ipynb"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    marked = [
+        f"{name}:{number}"
+        for name in tracked.stdout.split()
+        for number, line in enumerate((REPO / name).read_text().splitlines(), 1)
+        if re.match(r"(<{7}|>{7}) |={7}$", line)
+    ]
+    assert marked == []
