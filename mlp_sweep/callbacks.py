@@ -46,10 +46,13 @@ class CollectSweep(Callback):
         if _watch is not None:
             _watch.close()
             _watch = None
+        sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            self._summarise(Path(config.hydra.sweep.dir))
+            self._summarise(sweep_dir)
         finally:
             drawing.finish()  # every figure is there when the sweep ends
+            if sweep_dir.is_dir():  # a figure lost with its process (killed) is drawn here
+                drawing.draw_missing(sweep_dir)
 
     def _summarise(self, sweep_dir: Path) -> None:
         # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from mlp_sweep import collect, records
+from mlp_sweep import collect, drawing, records
 from mlp_sweep.errors import one_line
 
 _SUMMARY_FILES = f"{records.SUMMARY_CSV}, {records.SUMMARY_MD}, {records.SUMMARY_PNG}"
@@ -75,6 +75,7 @@ def _positive(text: str) -> int:
 def _collect(args: argparse.Namespace) -> int:
     (sweep_dir,) = args.dirs
     c = collect.write_summary(sweep_dir, args.metric)
+    drawing.draw_missing(sweep_dir)  # a run's curves.png lost with the sweep's drawing process
     if c.runs.empty:
         print(f"error: no run folders under {sweep_dir}", file=sys.stderr)
         return 1

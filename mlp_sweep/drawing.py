@@ -112,6 +112,40 @@ def curves(history: Sequence[Mapping[str, Any]], path: Path, title: str, now: bo
         _draw(task)
 
 
+def title(run_dir: Path, overrides: Sequence[str]) -> str:
+    """The title of a run's ``curves.png``: its folder and its overrides."""
+    return f"{Path(run_dir).name}: {' '.join(overrides)}"[:120]
+
+
+def draw_missing(sweep_dir: Path) -> list[Path]:
+    """Draw, here, the ``curves.png`` of every run under ``sweep_dir`` that ended with
+    epochs in its history but has none: its figure was lost with the process drawing it
+    (killed with its sweep, say). Returns the figures drawn; costs a look per run folder."""
+    from mlp_sweep import records
+
+    drawn = []
+    for metrics in sorted(Path(sweep_dir).glob(f"*/{records.METRICS_FILE}")):
+        run_dir = metrics.parent
+        if (run_dir / records.CURVES_FILE).exists():
+            continue
+        try:
+            data = records.read_metrics(run_dir)
+        except ValueError:
+            continue  # not a run this can read: collect reports it
+        if data["status"] == records.RUNNING or not data["history"]:
+            continue
+        path = run_dir / records.CURVES_FILE
+        try:
+            curves(data["history"], path, title(run_dir, data.get("overrides") or []), now=True)
+        except (OSError, ValueError) as err:
+            log.warning("%s could not be drawn: %s", path, err)
+            continue
+        drawn.append(path)
+    if drawn:
+        log.warning("drew %d curves.png lost with the process drawing them", len(drawn))
+    return drawn
+
+
 def summary(sweep_dir: Path, metric: str | Sequence[str] | None = None) -> None:
     """Draw a sweep's ``summary.png`` from its runs' records, in the background during a
     sweep, else now."""
@@ -131,7 +165,8 @@ def serve(lines: Iterable[str] | None = None) -> None:
         try:
             _draw(task)
         except Exception as err:  # one figure that cannot be drawn: say so, draw the rest
-            log.warning("%s could not be drawn: %s", task.get("path") or task["summary"], err)
+            where = task.get("path") or Path(task["summary"], "summary.png")
+            log.warning("%s could not be drawn: %s", where, err)
     if lines is None:  # the process ends here, and the sweep waits for it (see app.run)
         gc.freeze()
 

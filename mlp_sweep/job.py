@@ -558,7 +558,7 @@ class RunRecord:
                 records.write_csv(
                     self.out / records.HISTORY_FILE, self.data["history"], records.EPOCH_FIELDS
                 )
-                title = f"{self.out.name}: {' '.join(self.data['overrides'])}"[:120]
+                title = drawing.title(self.out, self.data["overrides"])
                 # MLflow keeps curves.png with the run, so it must be there when it ends.
                 now = self.loggers is not None and self.loggers.keeps_files
                 drawing.curves(self.data["history"], self.out / records.CURVES_FILE, title, now)
