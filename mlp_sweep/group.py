@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -193,6 +194,20 @@ def logging_to(handlers: list[logging.Handler]) -> Iterator[None]:
             root.removeHandler(handler)
 
 
+@contextlib.contextmanager
+def as_job(life: job.Life, handlers: list[logging.Handler]) -> Iterator[None]:
+    """Meanwhile, the process is the run ``life``'s job: Hydra's config is its own (so that
+    ``${hydra:job.num}`` and the like in its config resolve to its values, as they do when
+    Hydra's launcher runs it), and log lines go to ``handlers`` too."""
+    hydra = HydraConfig.instance()
+    before, hydra.cfg = hydra.cfg, life.full_cfg
+    try:
+        with logging_to(handlers):
+            yield
+    finally:
+        hydra.cfg = before
+
+
 def _log_failure(handlers: list[logging.Handler], err: BaseException) -> None:
     """A failed run's error and traceback in its own log file, as a solo run's log has it."""
     record = log.makeRecord(
@@ -214,7 +229,7 @@ def run_solo(
     ``ended(0, outcome)``: a job whose settings are not known to train stacked."""
     handlers = run_log(life, log_format)
     try:
-        with logging_to(handlers):
+        with as_job(life, handlers):
             _log_to_file(handlers, "trains solo: %s", why)  # the launcher said it
             life.started = time.perf_counter()  # its own time, not that of earlier groups
             try:
@@ -242,8 +257,9 @@ class Member:
     reported: bool = False  # ended(index, outcome) called
 
     def logging(self) -> contextlib.AbstractContextManager[None]:
-        """Log lines written meanwhile go to this member's mlp_sweep.log (and console) too."""
-        return logging_to(self.handlers)
+        """Log lines written meanwhile go to this member's mlp_sweep.log (and console) too,
+        and its config resolves ``${hydra:...}`` against its own job (:func:`as_job`)."""
+        return as_job(self.life, self.handlers)
 
     def end(self, err: BaseException) -> None:
         """Record how the member stopped (:func:`job.stopped`); keep what it returns or

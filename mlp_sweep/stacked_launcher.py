@@ -91,6 +91,9 @@ class StackedLauncher(Launcher):
         outcomes: dict[int, group.Outcome] = {}
         lives: dict[int, job.Life] = {}
         for i, (config, ret) in enumerate(jobs):
+            # Its own Hydra config while it is checked, as for the group's work on it later
+            # (group.as_job): ${hydra:...} in its config resolves to its values.
+            HydraConfig.instance().cfg = ret.hydra_cfg
             self.hydra_context.callbacks.on_job_start(
                 config=config, task_function=self.task_function
             )

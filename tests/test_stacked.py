@@ -422,3 +422,15 @@ def test_a_continued_run_counts_the_time_of_every_session(run_app, tmp_path):
     assert continued["seconds"]["total"] > first["seconds"]["train"] + sum(
         e["seconds"] for e in continued["history"][1:]
     )
+
+
+@pytest.mark.parametrize("launcher", ["hydra/launcher=basic", STACKED])
+def test_each_job_resolves_hydra_interpolations_against_its_own_job(run_app, tmp_path, launcher):
+    """``${hydra:...}`` in a job's config is that job's value under either launcher, although
+    the stacked launcher composes every job before it trains any."""
+    grid = ["-m", "hidden=20,30,40", "optimizer=sgd,adam", "epochs=1"]
+    tags = "tags=[job${hydra:job.num},${hydra:runtime.choices.optimizer}]"
+    assert run_app(*grid, tags, launcher, "hydra.sweep.dir=s").code == 0
+    for num, m in enumerate(runs(tmp_path / "s", 6)):
+        assert m["config"]["tags"] == [f"job{num}", m["choices"]["optimizer"]]
+        assert m["config"]["optimizer"]["_target_"].lower().endswith(m["choices"]["optimizer"])
