@@ -19,6 +19,7 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -141,6 +142,20 @@ class GridSweeper(BasicSweeper):
     (Hydra's basic sweeper composes every job twice: to check it, then to launch it), and
     jobs that differ only in plain values share one composition (:mod:`mlp_sweep.compose`).
     """
+
+    @staticmethod
+    def split_arguments(
+        overrides: list[Override], max_batch_size: int | None
+    ) -> list[list[list[str]]]:
+        """Hydra's grid of the overrides, except that ``~key`` stays as it was given: Hydra's
+        basic sweeper writes it ``~key=null``, which deletes the key only if it is null."""
+        bare = {
+            f"{o.get_key_element()}=null": o.get_key_element()
+            for o in overrides
+            if o.is_delete() and o.input_line == o.get_key_element()
+        }
+        batches = BasicSweeper.split_arguments(overrides, max_batch_size)
+        return [[[bare.get(arg, arg) for arg in job] for job in batch] for batch in batches]
 
     def sweep(self, arguments: list[str]) -> Any:
         # Imported here: Hydra imports every plugin at start-up, --help included.

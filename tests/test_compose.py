@@ -7,7 +7,6 @@ import copy
 
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import create_config_search_path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
@@ -17,6 +16,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from mlp_sweep.app import CONFIG_DIR
 from mlp_sweep.compose import JobComposer
 from mlp_sweep.stacked_launcher import _without_hydra
+from mlp_sweep.sweepers import GridSweeper
 
 SWEEPS = {
     "values": ["hidden=50,100,200", "lr=0.1,0.5"],
@@ -43,7 +43,7 @@ def _loader_and_master(arguments: list[str]):
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONFIG_DIR))
     master = loader.load_configuration("config", arguments, run_mode=RunMode.MULTIRUN)
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
-    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    jobs = [list(job) for batch in GridSweeper.split_arguments(parsed, None) for job in batch]
     return loader, master, jobs
 
 
@@ -59,9 +59,19 @@ def test_each_job_is_the_config_hydra_composes(arguments):
     loader, master, jobs = _loader_and_master(arguments)
     composer = JobComposer(loader, master)
     assert len(jobs) > 1
+    composed = 0
     for job in jobs:
         expected = _composed(lambda j: loader.load_sweep_config(master, j), job)
         assert _composed(composer.compose, job) == expected, job
+        composed += not isinstance(expected, tuple)
+    assert composed > 1  # not two refusals compared
+
+
+def test_a_key_deleted_in_a_grid_is_deleted_whatever_its_value():
+    loader, master, jobs = _loader_and_master(["~optimizer.momentum", "~tags", "lr=0.1,0.2"])
+    for job in jobs:
+        cfg = loader.load_sweep_config(master, job)
+        assert "momentum" not in cfg.optimizer and "tags" not in cfg, job
 
 
 def test_a_job_config_changed_afterwards_leaves_the_next_jobs_alone():
