@@ -108,6 +108,10 @@ def main() -> None:
         if "execution whitelist" in str(err):  # a `_target_` this app does not trust
             _bad_input(err)
         raise
+    except ValueError as err:  # Hydra's own check of its flags (-m with --cfg, say)
+        if str(err).startswith("Only one of --run"):
+            _bad_input(err)
+        raise
     except TypeError as err:  # a plugin's constructor given a setting it does not take
         if unknown := _unknown_setting(err):
             _bad_input(unknown)

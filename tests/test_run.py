@@ -217,3 +217,12 @@ def test_collecting_and_comparing_sweeps_import_neither_torch_nor_hydra(tmp_path
     for argv in (["compare", "a", "a"], ["collect", "a"]):
         imported = _imported(tmp_path, *argv, script="cli")
         assert not {"torch", "hydra", "omegaconf"} & set(imported), argv
+
+
+def test_two_modes_at_once_fail_with_one_line(run_app):
+    result = run_app("-m", "hidden=1,2", "--cfg", "job")
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [
+        "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be "
+        "specified"
+    ]
