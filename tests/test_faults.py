@@ -13,8 +13,9 @@ import optuna
 import pytest
 from conftest import REPO
 
-# Big enough that an epoch of mnist_5k takes a noticeable fraction of a second.
-SLOW = ["hidden=[1500]", "epochs=10"]
+# Big enough that an epoch of mnist_5k takes a noticeable fraction of a second, and long
+# enough that a run stopped after its second epoch has three more to go.
+SLOW = ["hidden=[1500]", "epochs=5"]
 
 
 def start(*args: str, cwd: Path, **popen) -> subprocess.Popen:
@@ -101,7 +102,7 @@ def test_a_grid_rerun_into_its_folder_skips_complete_jobs_and_continues_the_rest
 
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     proc = start(*SLOW, "hydra.run.dir=killed", cwd=tmp_path)
-    wait_for_epoch(tmp_path / "killed" / "metrics.json", 3, proc)
+    wait_for_epoch(tmp_path / "killed" / "metrics.json", 2, proc)
     proc.kill()  # SIGKILL: no handler runs
     proc.communicate()
     assert read(tmp_path / "killed" / "metrics.json")["status"] == "running"
