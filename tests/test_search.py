@@ -37,25 +37,25 @@ def states(study: optuna.Study) -> list[str]:
 
 
 def test_a_search_runs_without_m_and_resumes_to_its_total(run_app, tmp_path):
-    first = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=6", "epochs=2")
+    first = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=3", "epochs=1")
     assert first.code == 0, first.err
     study = load(tmp_path)
-    assert states(study) == ["COMPLETE"] * 6
+    assert states(study) == ["COMPLETE"] * 3
     folder = tmp_path / "outputs" / "optuna" / STUDY
-    assert len(pd.read_csv(folder / "summary.csv")) == 6
+    assert len(pd.read_csv(folder / "summary.csv")) == 3
     assert all((folder / name).is_file() for name in STUDY_PLOTS)
     assert "Best trial: #" in first.out
 
-    again = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=8", "epochs=2")
+    again = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=5", "epochs=1")
     assert again.code == 0, again.err
     study = load(tmp_path)
-    assert [t.number for t in study.trials] == list(range(8))  # 8 in all, not 6 + 8
+    assert [t.number for t in study.trials] == list(range(5))  # 5 in all, not 3 + 5
     points = [tuple(sorted(t.params.items())) for t in study.trials]
-    assert len(set(points)) == 8  # the resumed session did not replay the first one's draws
+    assert len(set(points)) == 5  # the resumed session did not replay the first one's draws
     summary = pd.read_csv(folder / "summary.csv")
-    assert sorted(summary["trial"]) == list(range(8))
+    assert sorted(summary["trial"]) == list(range(5))
     assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == [
-        str(i) for i in range(8)
+        str(i) for i in range(5)
     ]
     for trial in study.trials:  # each folder holds the trial the study recorded
         assert metrics(tmp_path, trial.number)["objective"]["value"] == trial.value
