@@ -161,6 +161,12 @@ def test_a_search_keeps_its_study_in_dir_and_continues_there(search, monkeypatch
     assert not (cwd / "outputs").exists()  # nothing of it outside its folder
 
 
+def test_a_search_keeps_its_study_in_a_dir_whose_name_has_url_characters(search):
+    _, folder, table = search
+    assert list(table["trial"]) == [0]
+    assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
+
+
 def test_an_interrupt_stops_the_sweep_as_ctrl_c_does_and_the_same_call_finishes_it(tmp_path):
     folder = tmp_path / "s"
     overrides = ("hidden=20,40", "epochs=40", "hydra/launcher=basic")  # long enough to interrupt
@@ -248,12 +254,6 @@ def test_dir_must_name_a_sweeps_own_folder(tmp_path, monkeypatch, grid):
         with pytest.raises(BadInput, match=f"^{re.escape(says)}.*; give a folder of its own"):
             mlp_sweep.sweep("hidden=20", "epochs=1", dir=folder)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_search_keeps_its_study_in_a_dir_whose_name_has_url_characters(search):
-    _, folder, table = search
-    assert list(table["trial"]) == [0]
-    assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
 
 
 def test_load_gives_each_column_the_type_reading_summary_csv_gives_it(grid):
