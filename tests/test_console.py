@@ -42,8 +42,8 @@ def test_console_epochs_brings_a_sweeps_epoch_lines_back(run_app):
     assert "epoch 2/2" not in quiet.out and "epoch 2/2" in loud.out
 
 
-def test_a_failed_job_is_one_line_with_its_error(run_script):
-    result = run_script("-m", "lr=1e38,0.1", "epochs=2")
+def test_a_failed_job_is_one_line_with_its_error(run_app):
+    result = run_app("-m", "lr=1e38,0.1", "epochs=2")
     (line,) = [line for line in result.out.splitlines() if line.startswith("job 0")]
     assert "lr=1e+38" in line and "failed: training diverged: the loss became nan" in line
 
@@ -108,8 +108,8 @@ def test_a_broken_config_file_is_one_line_naming_file_and_line(run_app, tmp_path
     assert line.startswith(f"error: {tmp_path}/extra/") and says in line
 
 
-def test_a_sweep_with_several_objectives_shows_its_jobs(run_script):
-    result = run_script("-m", "hidden=8,16", "objective=[val_acc,n_params]", "epochs=1")
+def test_a_sweep_with_several_objectives_shows_its_jobs(run_app):
+    result = run_app("-m", "hidden=8,16", "objective=[val_acc,n_params]", "epochs=1")
     assert result.code == 0, result.err
     assert "on_multirun_start raised" not in result.err
     assert [line[:5] for line in result.out.splitlines() if line.startswith("job ")] == [

@@ -13,8 +13,9 @@ import optuna
 import pytest
 from conftest import REPO
 
-# Big enough that an epoch of mnist_5k takes a noticeable fraction of a second.
-SLOW = ["hidden=[1500]", "epochs=10"]
+# Big enough that an epoch of mnist_5k takes a noticeable fraction of a second, and long
+# enough that a run stopped after its second epoch has three more to go.
+SLOW = ["hidden=[1500]", "epochs=5"]
 
 
 def start(*args: str, cwd: Path, **popen) -> subprocess.Popen:
@@ -56,7 +57,7 @@ def interrupted_grid(tmp_path_factory) -> Path:
     """A 3-job grid, one job at a time, stopped with SIGINT (Ctrl-C) while its second job
     trained. (test_stacked.py stops a stacked one.)"""
     root = tmp_path_factory.mktemp("interrupted")
-    grid = ["-m", "hidden=[20],[1500],[30]", "epochs=10", "hydra/launcher=basic"]
+    grid = ["-m", "hidden=[20],[1500],[30]", "epochs=5", "hydra/launcher=basic"]
     proc = start(*grid, "hydra.sweep.dir=grid", cwd=root)
     wait_for_epoch(root / "grid" / "1" / "metrics.json", 2, proc)
     proc.send_signal(signal.SIGINT)
@@ -72,7 +73,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_keeps_what_finished(interrupted_gr
     grid = interrupted_grid / "grid"
     assert read(grid / "0" / "metrics.json")["status"] == "complete"
     stopped = read(grid / "1" / "metrics.json")
-    assert stopped["status"] == "interrupted" and 2 <= stopped["epochs_run"] < 10
+    assert stopped["status"] == "interrupted" and 2 <= stopped["epochs_run"] < 5
     assert len(stopped["history"]) == stopped["epochs_run"]
     assert not (grid / "2").exists()
     summary = (grid / "summary.csv").read_text().splitlines()
@@ -87,21 +88,21 @@ def test_a_grid_rerun_into_its_folder_skips_complete_jobs_and_continues_the_rest
     kept = (grid / "0" / "metrics.json").read_bytes()
     before = read(grid / "1" / "metrics.json")
     proc = start(
-        "-m", "hidden=[20],[1500],[30]", "epochs=10", f"hydra.sweep.dir={grid}", cwd=tmp_path
+        "-m", "hidden=[20],[1500],[30]", "epochs=5", f"hydra.sweep.dir={grid}", cwd=tmp_path
     )
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert (grid / "0" / "metrics.json").read_bytes() == kept  # not run again
     assert "complete already" in out + err
     resumed = read(grid / "1" / "metrics.json")
-    assert resumed["status"] == "complete" and resumed["epochs_run"] == 10
+    assert resumed["status"] == "complete" and resumed["epochs_run"] == 5
     assert values(resumed["history"][: before["epochs_run"]]) == values(before["history"])
     assert read(grid / "2" / "metrics.json")["status"] == "complete"
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     proc = start(*SLOW, "hydra.run.dir=killed", cwd=tmp_path)
-    wait_for_epoch(tmp_path / "killed" / "metrics.json", 3, proc)
+    wait_for_epoch(tmp_path / "killed" / "metrics.json", 2, proc)
     proc.kill()  # SIGKILL: no handler runs
     proc.communicate()
     assert read(tmp_path / "killed" / "metrics.json")["status"] == "running"

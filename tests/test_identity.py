@@ -1,8 +1,8 @@
 """A study is one question: a search that continues it must ask the same one."""
 
+import functools
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,17 +25,50 @@ def load(root: Path) -> optuna.Study:
     )
 
 
+@pytest.fixture(scope="module")
+def _first_session(tmp_path_factory) -> tuple[Path, Path]:
+    """A search of one trial (FAST), run once for the module: the folder it ran in, and a
+    copy of what it left there."""
+    root = tmp_path_factory.mktemp("study")
+    assert run_in_process(*FAST, "hydra.sweeper.n_trials=1", cwd=root).code == 0
+    kept = tmp_path_factory.mktemp("kept") / "root"
+    shutil.copytree(root, kept)
+    return root, kept
+
+
+def after_first_session(first_session: tuple[Path, Path]) -> Path:
+    """The folder where a one-trial search (FAST) ran, holding just what it left there: the
+    study (whose runs' folders are absolute paths, so it stays at that path) and its trial.
+    Each caller gets it afresh, as if that search had just run."""
+    root, kept = first_session
+    shutil.rmtree(root)
+    shutil.copytree(kept, root)
+    return root
+
+
+@pytest.fixture
+def root(_first_session) -> Path:
+    """The folder of a study that one search of one trial (FAST) started."""
+    return after_first_session(_first_session)
+
+
+@pytest.fixture
+def run_there(root: Path):
+    """Call run.py's main in this process, in the folder of the study that a one-trial search
+    (FAST) started."""
+    return functools.partial(run_in_process, cwd=root)
+
+
 def refused(result, *says: str) -> None:
     assert result.code == 2, result.err
     (line,) = result.err.strip().splitlines()
     assert line.startswith("error: ") and all(s in line for s in says), line
 
 
-def test_a_setting_under_a_searched_group_is_part_of_the_study(run_app, tmp_path):
-    assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
-    other = run_app(*FAST, "hydra.sweeper.n_trials=2", "model.activation=relu")
+def test_a_setting_under_a_searched_group_is_part_of_the_study(run_there, root):
+    other = run_there(*FAST, "hydra.sweeper.n_trials=2", "model.activation=relu")
     refused(other, "model[softmax_ce].activation=sigmoid then, relu now")
-    assert len(load(tmp_path).trials) == 1
+    assert len(load(root).trials) == 1
 
 
 @pytest.mark.parametrize(
@@ -46,11 +79,10 @@ def test_a_setting_under_a_searched_group_is_part_of_the_study(run_app, tmp_path
         ('"choice(0.1, 0.5)"', "choice(0.1, 0.5) now"),
     ],
 )
-def test_another_search_space_is_refused_before_any_trial(run_app, tmp_path, param, says):
-    assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
-    other = run_app(*FAST, "hydra.sweeper.n_trials=2", f"hydra.sweeper.params.lr={param}")
+def test_another_search_space_is_refused_before_any_trial(run_there, root, param, says):
+    other = run_there(*FAST, "hydra.sweeper.n_trials=2", f"hydra.sweeper.params.lr={param}")
     refused(other, "another search space", "hydra.sweeper.params.lr=", says)
-    assert [t.state.name for t in load(tmp_path).trials] == ["COMPLETE"]
+    assert [t.state.name for t in load(root).trials] == ["COMPLETE"]
 
 
 def test_another_define_by_run_space_is_refused(run_app, tmp_path):
@@ -65,18 +97,17 @@ def files(root: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-def test_a_refused_search_prints_its_line_and_changes_no_file(run_app, tmp_path):
-    assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
-    before = files(tmp_path)
-    other = run_app(*FAST, "hydra.sweeper.n_trials=2", "data.val_size=600")
+def test_a_refused_search_prints_its_line_and_changes_no_file(run_there, root):
+    before = files(root)
+    other = run_there(*FAST, "hydra.sweeper.n_trials=2", "data.val_size=600")
     refused(other, "was started with other settings (data.val_size=500 then, 600 now)")
     assert "summary" not in other.out + other.err
-    assert files(tmp_path) == before
-    (tmp_path / f"outputs/optuna/{STUDY}.db").unlink()  # the runs stay, their study is gone
-    before = files(tmp_path)
-    orphaned = run_app(*FAST, "hydra.sweeper.n_trials=1")
+    assert files(root) == before
+    (root / f"outputs/optuna/{STUDY}.db").unlink()  # the runs stay, their study is gone
+    before = files(root)
+    orphaned = run_there(*FAST, "hydra.sweeper.n_trials=1")
     refused(orphaned, "holds the runs of an earlier study")
-    assert files(tmp_path) == before
+    assert files(root) == before
 
 
 @pytest.mark.parametrize(
@@ -87,23 +118,20 @@ def test_a_refused_search_prints_its_line_and_changes_no_file(run_app, tmp_path)
         ("+optimizer.dampening=0.1", "optimizer.dampening=absent then, 0.1 now"),
     ],
 )
-def test_a_refusal_names_a_changed_config_group_by_its_choice(run_app, tmp_path, change, says):
-    assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
-    refused(run_app(*FAST, "hydra.sweeper.n_trials=2", change), says)
+def test_a_refusal_names_a_changed_config_group_by_its_choice(run_there, root, change, says):
+    refused(run_there(*FAST, "hydra.sweeper.n_trials=2", change), says)
 
 
-def test_a_study_keeps_its_trials_in_one_folder(run_app, tmp_path):
-    assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
-    other = run_app(*FAST, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=elsewhere")
-    refused(other, f"keeps its trials in {tmp_path}/outputs/optuna/{STUDY}")
-    assert not list(tmp_path.glob("elsewhere/**/metrics.json"))
+def test_a_study_keeps_its_trials_in_one_folder(run_there, root):
+    other = run_there(*FAST, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=elsewhere")
+    refused(other, f"keeps its trials in {root}/outputs/optuna/{STUDY}")
+    assert not list(root.glob("elsewhere/**/metrics.json"))
 
 
-def test_what_a_continuation_may_change(run_app, tmp_path):
-    assert run_app(*FAST, "hydra.sweeper.n_trials=1").code == 0
-    more = run_app(*FAST, "hydra.sweeper.n_trials=2", "hydra/sweeper/sampler=random", "threads=1")
+def test_what_a_continuation_may_change(run_there, root):
+    more = run_there(*FAST, "hydra.sweeper.n_trials=2", "hydra/sweeper/sampler=random", "threads=1")
     assert more.code == 0, more.err
-    assert [t.state.name for t in load(tmp_path).trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in load(root).trials] == ["COMPLETE", "COMPLETE"]
 
 
 # The property: whatever sequence of sessions and kills a study goes through, every trial in
@@ -169,27 +197,23 @@ QUESTION = {"same": "", "other sampler": "", "other settings": "epochs", "other 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(STEPS, min_size=1, max_size=2))
-def test_every_trial_of_a_study_asked_its_question_once(steps):
-    root = Path(tempfile.mkdtemp())
-    assert run_in_process(*FAST, "hydra.sweeper.n_trials=1", cwd=root).code == 0
-    try:
-        for kill, session, more in steps:
-            if kill:
-                leave_running(root, kill)
-            trials = load(root).trials
-            done = sum(t.state.name == "COMPLETE" for t in trials)
-            result = run_in_process(
-                *FAST, "hydra.sweeper.grace_period=1", f"hydra.sweeper.n_trials={done + more}",
-                *SESSIONS[session], cwd=root,
-            )  # fmt: skip
-            if QUESTION[session] == QUESTION["same"]:
-                assert result.code == 0, result.err
-                check_invariant(root)
-            else:
-                assert result.code == 2, result.err
-                assert len(load(root).trials) == len(trials)  # refused before any trial
-    finally:
-        shutil.rmtree(root)
+def test_every_trial_of_a_study_asked_its_question_once(_first_session, steps):
+    root = after_first_session(_first_session)  # each example starts from one trial
+    for kill, session, more in steps:
+        if kill:
+            leave_running(root, kill)
+        trials = load(root).trials
+        done = sum(t.state.name == "COMPLETE" for t in trials)
+        result = run_in_process(
+            *FAST, "hydra.sweeper.grace_period=1", f"hydra.sweeper.n_trials={done + more}",
+            *SESSIONS[session], cwd=root,
+        )  # fmt: skip
+        if QUESTION[session] == QUESTION["same"]:
+            assert result.code == 0, result.err
+            check_invariant(root)
+        else:
+            assert result.code == 2, result.err
+            assert len(load(root).trials) == len(trials)  # refused before any trial
 
 
 def test_a_refused_search_leaves_no_trace(run_app, tmp_path):

@@ -84,8 +84,8 @@ def test_a_search_logs_each_trial_into_the_studys_experiment(run_app, tmp_path):
         assert hparams_of(reader)[0]["trial"] == int(trial)
 
 
-def test_a_failed_run_ends_failed_in_mlflow_and_tensorboard(run_script, tmp_path):
-    run_script("-m", "lr=1e38,0.1", "epochs=2", ALL)  # how a grid goes on is not tested here
+def test_a_failed_run_ends_failed_in_mlflow_and_tensorboard(run_app, tmp_path):
+    run_app("-m", "lr=1e38,0.1", "epochs=2", ALL)  # how a grid goes on is not tested here
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
     _, runs = mlflow_runs(tmp_path, sweep.name)
     assert runs[0].info.status == "FAILED" and runs[0].data.tags["status"] == "failed"
@@ -139,9 +139,9 @@ def live_runs(root: Path, experiment: str) -> list:
     return mlflow_runs(root, experiment)[1]
 
 
-def test_a_fresh_start_replaces_the_tracker_records_of_the_earlier_run(run_script, tmp_path):
-    run_script("hydra.run.dir=outputs/r/a", "lr=1e38", "epochs=2", ALL)  # fails
-    again = run_script("hydra.run.dir=outputs/r/a", "lr=0.1", "resume=false", "epochs=1", ALL)
+def test_a_fresh_start_replaces_the_tracker_records_of_the_earlier_run(run_app, tmp_path):
+    run_app("hydra.run.dir=outputs/r/a", "lr=1e38", "epochs=2", ALL)  # fails
+    again = run_app("hydra.run.dir=outputs/r/a", "lr=0.1", "resume=false", "epochs=1", ALL)
     assert again.code == 0, again.err
     (run,) = live_runs(tmp_path, "r")
     assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.1"

@@ -32,6 +32,23 @@ def grid(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     return folder, mlp_sweep.sweep("hidden=20,40", "epochs=2", dir=folder)
 
 
+SEARCH = ("hparams_search=optuna", "epochs=1")
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory) -> tuple[Path, Path, pd.DataFrame]:
+    """A search of one trial run by sweep() into a dir whose name has a comma and URL
+    characters: the current folder it ran from, the dir, and the table sweep() returned."""
+    cwd = tmp_path_factory.mktemp("search")
+    folder = cwd / "a search, 50% sure? #1"
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return cwd, folder, mlp_sweep.sweep(*SEARCH, "hydra.sweeper.n_trials=1", dir=folder)
+    finally:
+        os.chdir(before)
+
+
 def test_import_mlp_sweep_leaves_pandas_and_torch_until_a_function_is_used():
     code = (
         "import sys, mlp_sweep\n"
@@ -132,18 +149,22 @@ def test_a_sweep_whose_run_diverged_raises_its_line_naming_the_summary(tmp_path)
     assert list(table["status"]) == ["failed", "complete"]
 
 
-def test_a_search_keeps_its_study_in_dir_and_continues_there(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "a search, with a comma"
-    search = ("hparams_search=optuna", "epochs=1")
-    first = mlp_sweep.sweep(*search, "hydra.sweeper.n_trials=1", dir=folder)
+def test_a_search_keeps_its_study_in_dir_and_continues_there(search, monkeypatch):
+    cwd, folder, first = search
+    monkeypatch.chdir(cwd)
     assert list(first["trial"]) == [0]
     assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
-    again = mlp_sweep.sweep(*search, "hydra.sweeper.n_trials=2", dir=folder)
+    again = mlp_sweep.sweep(*SEARCH, "hydra.sweeper.n_trials=2", dir=folder)
     assert list(again["trial"]) == [0, 1]
     assert again.loc[0, "val_acc"] == first.loc[0, "val_acc"]  # kept, not trained again
     assert again.to_csv(index=False) == (folder / "summary.csv").read_text()
-    assert not (tmp_path / "outputs").exists()  # nothing of it outside its folder
+    assert not (cwd / "outputs").exists()  # nothing of it outside its folder
+
+
+def test_a_search_keeps_its_study_in_a_dir_whose_name_has_url_characters(search):
+    _, folder, table = search
+    assert list(table["trial"]) == [0]
+    assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
 
 
 def test_an_interrupt_stops_the_sweep_as_ctrl_c_does_and_the_same_call_finishes_it(tmp_path):
@@ -233,15 +254,6 @@ def test_dir_must_name_a_sweeps_own_folder(tmp_path, monkeypatch, grid):
         with pytest.raises(BadInput, match=f"^{re.escape(says)}.*; give a folder of its own"):
             mlp_sweep.sweep("hidden=20", "epochs=1", dir=folder)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_search_keeps_its_study_in_a_dir_whose_name_has_url_characters(tmp_path):
-    folder = tmp_path / "50% sure? #1"
-    table = mlp_sweep.sweep(
-        "hparams_search=optuna", "epochs=1", "hydra.sweeper.n_trials=1", dir=folder
-    )
-    assert list(table["trial"]) == [0]
-    assert (folder / "optuna-mnist_5k-val_acc.db").is_file()
 
 
 def test_load_gives_each_column_the_type_reading_summary_csv_gives_it(grid):

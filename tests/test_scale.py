@@ -59,12 +59,12 @@ def test_submitit_local_runs_a_search(run_script, tmp_path):
     result = run_script(
         "hparams_search=optuna",
         "hydra/launcher=submitit_local",
-        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_trials=2",
         "epochs=2",
     )
     assert result.code == 0, result.err
     url = f"sqlite:///{tmp_path}/outputs/optuna/optuna-mnist_5k-val_acc.db"
     trials = optuna.load_study(study_name="optuna-mnist_5k-val_acc", storage=url).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
     folder = tmp_path / "outputs" / "optuna" / "optuna-mnist_5k-val_acc"
-    assert (folder / ".submitit").is_dir() and len(pd.read_csv(folder / "summary.csv")) == 3
+    assert (folder / ".submitit").is_dir() and len(pd.read_csv(folder / "summary.csv")) == 2

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import mlflow
 import optuna
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, run_in_process
 
 from mlp_sweep.records import STUDY_PLOTS
 from mlp_sweep.study import open_rdb
@@ -37,25 +38,25 @@ def states(study: optuna.Study) -> list[str]:
 
 
 def test_a_search_runs_without_m_and_resumes_to_its_total(run_app, tmp_path):
-    first = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=6", "epochs=2")
+    first = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=3", "epochs=1")
     assert first.code == 0, first.err
     study = load(tmp_path)
-    assert states(study) == ["COMPLETE"] * 6
+    assert states(study) == ["COMPLETE"] * 3
     folder = tmp_path / "outputs" / "optuna" / STUDY
-    assert len(pd.read_csv(folder / "summary.csv")) == 6
+    assert len(pd.read_csv(folder / "summary.csv")) == 3
     assert all((folder / name).is_file() for name in STUDY_PLOTS)
     assert "Best trial: #" in first.out
 
-    again = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=8", "epochs=2")
+    again = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=5", "epochs=1")
     assert again.code == 0, again.err
     study = load(tmp_path)
-    assert [t.number for t in study.trials] == list(range(8))  # 8 in all, not 6 + 8
+    assert [t.number for t in study.trials] == list(range(5))  # 5 in all, not 3 + 5
     points = [tuple(sorted(t.params.items())) for t in study.trials]
-    assert len(set(points)) == 8  # the resumed session did not replay the first one's draws
+    assert len(set(points)) == 5  # the resumed session did not replay the first one's draws
     summary = pd.read_csv(folder / "summary.csv")
-    assert sorted(summary["trial"]) == list(range(8))
+    assert sorted(summary["trial"]) == list(range(5))
     assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == [
-        str(i) for i in range(8)
+        str(i) for i in range(5)
     ]
     for trial in study.trials:  # each folder holds the trial the study recorded
         assert metrics(tmp_path, trial.number)["objective"]["value"] == trial.value
@@ -120,7 +121,7 @@ def test_too_many_failures_stop_the_search_with_its_summary(run_app, tmp_path):
 def test_two_joblib_workers_share_the_cores_and_never_reuse_a_trial(run_app, tmp_path):
     result = run_app(
         "hparams_search=optuna", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-        "hydra.sweeper.n_trials=4", "epochs=2",
+        "hydra.sweeper.n_trials=4", "epochs=1",
     )  # fmt: skip
     assert result.code == 0, result.err
     study = load(tmp_path)
@@ -182,13 +183,13 @@ def test_other_samplers_are_one_override_away(run_app, tmp_path):
 
 
 def test_a_study_refuses_to_continue_with_other_settings(run_app, tmp_path):
-    assert run_app("hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=1").code == 0
-    other = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=3", "epochs=2")
+    assert run_app("hparams_search=optuna", "hydra.sweeper.n_trials=1", "epochs=1").code == 0
+    other = run_app("hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=2")
     assert other.code == 2
     (line,) = other.err.strip().splitlines()
     assert "was started with other settings (epochs=1 then, 2 now)" in line
     assert "hydra.sweeper.study_name=" in line
-    assert len(load(tmp_path).trials) == 2  # nothing ran
+    assert len(load(tmp_path).trials) == 1  # nothing ran
     renamed = run_app(
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=1",
@@ -338,27 +339,58 @@ def kill_after(root: Path, trial: int, status: str = "complete") -> None:
     storage.record_heartbeat(running._trial_id)
 
 
-def test_a_trial_killed_after_its_run_ended_is_told_from_its_folder(run_app, tmp_path):
-    search = ("hparams_search=optuna", "epochs=1", "hidden=8", "hydra.sweeper.grace_period=1")
-    assert run_app(*search, "hydra.sweeper.n_trials=1").code == 0
-    kill_after(tmp_path, 1)
-    again = run_app(*search, "hydra.sweeper.n_trials=2")
+# A search of tiny trials (hidden fixed), and a module fixture that runs its first session.
+SMALL = ("hparams_search=optuna", "epochs=1", "hidden=8")
+
+
+# While another sweep's trial runs, a sweep looks at the study again every heartbeat (at most
+# every 5 s): every second here, so that a trial's going stale is seen within a second.
+LOOKS_EVERY_SECOND = ("hydra.sweeper.heartbeat_interval=1",)
+
+
+@pytest.fixture(scope="module")
+def _first_session(tmp_path_factory) -> tuple[Path, Path]:
+    """A search of one trial (SMALL), run once for the module: its folder, and a copy of what
+    it left there."""
+    root = tmp_path_factory.mktemp("study")
+    assert run_in_process(*SMALL, "hydra.sweeper.n_trials=1", cwd=root).code == 0
+    kept = tmp_path_factory.mktemp("kept") / "root"
+    shutil.copytree(root, kept)
+    return root, kept
+
+
+@pytest.fixture
+def after_one_trial(_first_session) -> Path:
+    """The folder where a one-trial search (SMALL) ran, holding just what it left there,
+    afresh for each test; at that path, since the study records its runs' folders as
+    absolute paths."""
+    root, kept = _first_session
+    shutil.rmtree(root)
+    shutil.copytree(kept, root)
+    return root
+
+
+def test_a_trial_killed_after_its_run_ended_is_told_from_its_folder(after_one_trial):
+    root = after_one_trial
+    kill_after(root, 1)
+    again = run_in_process(*SMALL, *LOOKS_EVERY_SECOND, "hydra.sweeper.grace_period=1",
+        "hydra.sweeper.n_trials=2", cwd=root,
+    )  # fmt: skip
     assert again.code == 0, again.err
-    study = load(tmp_path)
+    study = load(root)
     assert states(study) == ["COMPLETE", "COMPLETE"]  # not retrained as a third trial
-    assert study.trials[1].value == metrics(tmp_path, 1)["objective"]["value"]
-    summary = pd.read_csv(tmp_path / "outputs" / "optuna" / STUDY / "summary.csv")
+    assert study.trials[1].value == metrics(root, 1)["objective"]["value"]
+    summary = pd.read_csv(root / "outputs" / "optuna" / STUDY / "summary.csv")
     assert sorted(summary["trial"]) == [0, 1]
 
 
-def test_a_running_trial_of_a_live_sweep_is_left_to_that_sweep(run_app, tmp_path):
+def test_a_running_trial_of_a_live_sweep_is_left_to_that_sweep(after_one_trial):
     """Another sweep on the study has written its trial's end and not told the study yet
     (its heartbeat is fresh): telling it from its folder would make that sweep's own tell
     fail. It is told from its folder only once its heartbeat goes stale."""
-    search = ("hparams_search=optuna", "epochs=1", "hidden=8", "hydra.sweeper.grace_period=2")
-    assert run_app(*search, "hydra.sweeper.n_trials=1").code == 0
-    kill_after(tmp_path, 1)  # the other sweep's trial: RUNNING, its folder complete
-    url = f"sqlite:///{tmp_path}/outputs/optuna/{STUDY}.db"
+    root = after_one_trial
+    kill_after(root, 1)  # the other sweep's trial: RUNNING, its folder complete
+    url = f"sqlite:///{root}/outputs/optuna/{STUDY}.db"
     storage = open_rdb(url, heartbeat_interval=1, grace_period=2)
     other = optuna.load_study(study_name=STUDY, storage=storage)
     errors = []
@@ -368,17 +400,19 @@ def test_a_running_trial_of_a_live_sweep_is_left_to_that_sweep(run_app, tmp_path
             storage.record_heartbeat(other.trials[1]._trial_id)
             time.sleep(0.5)
         try:
-            other.tell(1, metrics(tmp_path, 1)["objective"]["value"])
+            other.tell(1, metrics(root, 1)["objective"]["value"])
         except Exception as err:
             errors.append(err)
 
     beating = threading.Thread(target=other_sweep)
     beating.start()
-    again = run_app(*search, "hydra.sweeper.n_trials=2")
+    again = run_in_process(*SMALL, *LOOKS_EVERY_SECOND, "hydra.sweeper.grace_period=2",
+        "hydra.sweeper.n_trials=2", cwd=root,
+    )  # fmt: skip
     beating.join()
     assert again.code == 0, again.err
     assert errors == []
-    assert states(load(tmp_path)) == ["COMPLETE", "COMPLETE"]
+    assert states(load(root)) == ["COMPLETE", "COMPLETE"]
 
 
 def test_ctrl_c_in_a_stacked_search_keeps_the_trials_that_finished(tmp_path):

@@ -91,13 +91,13 @@ def test_the_wide_preset_searches_depths_optimizers_and_their_own_ranges(run_app
 
 
 def test_a_resumed_space_search_continues_to_its_total_without_replaying(run_app, tmp_path):
-    for total in (2, 3):
+    for total in (1, 2):
         result = run_app("hparams_search=wide", f"hydra.sweeper.n_trials={total}", "epochs=1")
         assert result.code == 0, result.err
     url = f"sqlite:///{tmp_path}/outputs/optuna/wide-mnist_5k-val_acc.db"
     trials = optuna.load_study(study_name="wide-mnist_5k-val_acc", storage=url).trials
-    assert [t.number for t in trials] == [0, 1, 2]
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 3
+    assert [t.number for t in trials] == [0, 1]
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 2
 
 
 @pytest.mark.parametrize("sampler", ["random", "qmc"])

@@ -15,8 +15,8 @@ def sweep_dirs(root: Path) -> list[Path]:
     return sorted((root / "outputs" / "sweeps").iterdir())
 
 
-def test_grid_leaves_a_folder_per_job_and_a_summary_with_a_row_each(run_script, tmp_path):
-    result = run_script("-m", "hidden=50,100,200", "epochs=3")
+def test_grid_leaves_a_folder_per_job_and_a_summary_with_a_row_each(run_app, tmp_path):
+    result = run_app("-m", "hidden=50,100,200", "epochs=3")
     assert result.code == 0, result.err
     (sweep,) = sweep_dirs(tmp_path)
     jobs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
