@@ -312,13 +312,16 @@ def test_kill_9_then_the_same_command_repeats_nothing_that_finished(tmp_path):
 
 
 def _ctrl_c_while_drawing_curves_of(job: str, monkeypatch) -> None:
-    """Ctrl-C pressed while job ``job`` draws its curves.png (as a slow drawing would be)."""
+    """Ctrl-C pressed (once) while job ``job`` draws its curves.png (as a slow drawing would
+    be); the sweep's end draws it again."""
     draw = job_module.drawing.curves
+    pressed = []
 
-    def interrupted(history, path, *args):
-        if path.parent.name == job:
+    def interrupted(history, path, *args, **kwargs):
+        if path.parent.name == job and not pressed:
+            pressed.append(path)
             raise KeyboardInterrupt
-        draw(history, path, *args)
+        draw(history, path, *args, **kwargs)
 
     monkeypatch.setattr(job_module.drawing, "curves", interrupted)
 
@@ -331,6 +334,7 @@ def test_ctrl_c_while_a_member_completes_stops_the_sweep(run_app, tmp_path, monk
     first, second = runs(tmp_path / "g", 2)  # one group; hidden=200 a group of its own
     assert first["status"] == second["status"] == "interrupted"
     assert not (tmp_path / "g" / "2" / "metrics.json").exists()  # no later group starts
+    assert (tmp_path / "g" / "0" / "curves.png").is_file()  # drawn at the sweep's end
 
 
 def test_ctrl_c_while_a_divergence_is_recorded_stops_the_sweep(run_app, tmp_path, monkeypatch):
