@@ -135,16 +135,16 @@ def _optimizer_partial(cfg: DictConfig) -> Callable[..., torch.optim.Optimizer]:
     Hydra once per process for each setting: a grid's jobs mostly share one, and Hydra's
     instantiate takes longer than building the optimizer. Each call gets arguments of its own."""
     settings = _settings(cfg)
-    made = _OPTIMIZER_CLASSES.get(settings) if settings is not None else None
+    made = _OPTIMIZER_PARTIALS.get(settings) if settings is not None else None
     if made is None:
         made = instantiate(cfg, _execution_whitelist_=OPTIMIZERS)
         if settings is None or not isinstance(made, functools.partial):
             return made
-        _OPTIMIZER_CLASSES[settings] = made
+        _OPTIMIZER_PARTIALS[settings] = made
     return functools.partial(made.func, *made.args, **copy.deepcopy(made.keywords))
 
 
-_OPTIMIZER_CLASSES: dict[str, functools.partial] = {}
+_OPTIMIZER_PARTIALS: dict[str, functools.partial] = {}
 
 
 def params_of(cfg: DictConfig, overridden: Iterable[str] = ()) -> dict[str, Any]:
