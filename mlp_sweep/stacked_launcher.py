@@ -142,20 +142,19 @@ class StackedLauncher(Launcher):
         with open_dict(config):
             config.hydra.job.id = str(num)
             config.hydra.job.num = num
-        HydraConfig.instance().set_config(config)  # the job's own copy of its Hydra node
-        hydra_cfg = HydraConfig.instance().cfg
+        hydra_cfg = hydra_config(config)
+        HydraConfig.instance().cfg = hydra_cfg  # as set_config(config) sets it
         out = os.path.abspath(
             os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
         )
-        for node in (config, hydra_cfg):  # set in both, rather than copying the node again
-            with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
-                node.hydra.runtime.output_dir = out
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = out  # in hydra_cfg too: the same node
         task = _without_hydra(config)
         Path(out).mkdir(parents=True, exist_ok=True)
         ret = JobReturn(
             overrides=OmegaConf.to_container(config.hydra.overrides.task),
             cfg=task,
-            hydra_cfg=hydra_cfg,  # set_config makes a new one for the next job
+            hydra_cfg=hydra_cfg,  # each job has its own
             working_dir=os.getcwd(),
             task_name=JobRuntime.instance().get("name"),
         )
@@ -178,6 +177,21 @@ class StackedLauncher(Launcher):
             self.config.hydra.verbose,
             execution_whitelist=self.hydra_context.execution_whitelist,
         )
+
+
+def hydra_config(config: DictConfig) -> DictConfig:
+    """The Hydra config of the job ``config``, as ``HydraConfig.set_config(config)`` makes it
+    (the ``hydra`` node, read-only, alone under a root of its own, its parent ``config`` so
+    that it can interpolate the job's keys), but holding ``config``'s own node rather than a
+    copy: the node is most of the config, ``config`` is this job's alone, and neither side
+    writes to a read-only node."""
+    OmegaConf.set_readonly(config.hydra, True)
+    node = config._get_node("hydra")
+    view = DictConfig(content={}, flags={"no_deepcopy_set_nodes": True})
+    view["hydra"] = node
+    view._set_flag("no_deepcopy_set_nodes", None)
+    node._set_parent(config)  # as set_config sets it
+    return view
 
 
 def _without_hydra(config: DictConfig) -> DictConfig:

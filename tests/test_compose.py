@@ -8,14 +8,16 @@ import copy
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import setup_globals
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 from mlp_sweep.app import CONFIG_DIR
 from mlp_sweep.compose import JobComposer
-from mlp_sweep.stacked_launcher import _without_hydra
+from mlp_sweep.stacked_launcher import _without_hydra, hydra_config
 from mlp_sweep.sweepers import GridSweeper
 
 SWEEPS = {
@@ -110,3 +112,33 @@ def test_the_stacked_launcher_hands_each_job_the_config_run_job_would(arguments)
         assert config.hydra._get_parent() is config
         task.seed = 12345  # a copy: the job's config does not change with it
         assert config.seed != 12345
+
+
+@pytest.mark.parametrize("arguments", SWEEPS.values(), ids=SWEEPS.keys())
+def test_the_stacked_launcher_hands_each_job_the_hydra_config_run_job_would(arguments):
+    setup_globals()  # the resolvers a job's Hydra config uses (now, hydra)
+    loader, master, jobs = _loader_and_master(arguments)
+    for job in jobs:
+        try:
+            config = loader.load_sweep_config(master, job)
+        except ConfigCompositionException:
+            continue
+        with open_dict(config):  # as the launcher sets them
+            config.hydra.job.num, config.hydra.job.id = 3, "3"
+            config.hydra.runtime.output_dir = "/tmp/3"
+        HydraConfig.instance().set_config(config)
+        expected = HydraConfig.instance().cfg
+        view = hydra_config(config)
+        assert OmegaConf.to_yaml(view) == OmegaConf.to_yaml(expected), job
+        assert OmegaConf.to_container(view, resolve=True) == OmegaConf.to_container(
+            expected, resolve=True
+        )
+        assert OmegaConf.get_type(view, "hydra") is OmegaConf.get_type(expected, "hydra")
+        assert OmegaConf.is_readonly(view.hydra) and OmegaConf.is_readonly(config.hydra)
+        assert view.hydra._get_parent() is config and config.hydra._get_parent() is config
+        assert view.keys() == expected.keys()
+        probe = OmegaConf.create({"probe": "${hydra:job.name} ${hydra:runtime.choices.model}"})
+        HydraConfig.instance().cfg = view  # ${hydra:...} in a job's config resolves alike
+        seen = probe.probe
+        HydraConfig.instance().cfg = expected
+        assert seen == probe.probe
