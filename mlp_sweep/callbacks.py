@@ -47,22 +47,12 @@ class CollectSweep(Callback):
             _watch.close()
             _watch = None
         sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            self._summarise(sweep_dir)
-        finally:
-            drawing.finish()  # every figure is there when the sweep ends
-            if sweep_dir.is_dir():  # a figure lost with its process (killed) is drawn here
-                drawing.draw_missing(sweep_dir)
-
-    def _summarise(self, sweep_dir: Path) -> None:
         # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.
-        if not sweep_dir.is_dir() or isinstance(sys.exc_info()[1], BadInput):
-            return
-        from mlp_sweep import collect  # pandas: a single run never needs it
-
-        drawing.summary(sweep_dir)  # summary.png, drawn after the runs' figures, while
-        c = collect.write_summary(sweep_dir, plot=False)  # the tables are written here
-        if c.runs.empty:
-            return
-        print(collect.to_markdown(c, f"Sweep {sweep_dir}"), flush=True)
-        log.info("summary written to %s", sweep_dir / records.SUMMARY_MD)
+        summarise = sweep_dir.is_dir() and not isinstance(sys.exc_info()[1], BadInput)
+        if summarise:  # after the runs' figures, in the process drawing them (drawing.py)
+            drawing.summary(sweep_dir, show=True)
+        done = drawing.finish()  # every figure and table is there when the sweep ends
+        if summarise and done and (sweep_dir / records.SUMMARY_MD).exists():
+            log.info("summary written to %s", sweep_dir / records.SUMMARY_MD)
+        if sweep_dir.is_dir():  # a figure lost with its process (killed) is drawn here
+            drawing.draw_missing(sweep_dir)

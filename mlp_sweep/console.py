@@ -35,7 +35,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from mlp_sweep import objectives, records
+from mlp_sweep import drawing, objectives, records
 from mlp_sweep.errors import one_line
 
 LIVE_SUMMARY_SECONDS = 5.0  # the live summary is rewritten at most this often
@@ -247,18 +247,13 @@ class SweepWatch:
     def _write_summary(self) -> None:
         # Jobs still running are in it too; the png waits for the end of the sweep, as
         # drawing it costs more than the tables. Collecting reads every run so far, so in a
-        # sweep of many short jobs it is done at most every LIVE_SUMMARY_SECONDS; the end of
-        # the sweep writes it whole.
+        # sweep of many short jobs it is done at most every LIVE_SUMMARY_SECONDS (in the
+        # process drawing the figures, which has pandas); the end of the sweep writes it whole.
         now = time.monotonic()
         if now - self._written < LIVE_SUMMARY_SECONDS:
             return
         self._written = now
-        from mlp_sweep import collect  # pandas: not for Hydra's logging set-up, --help included
-
-        try:
-            collect.write_summary(self.sweep_dir, self.objective, plot=False)
-        except (OSError, ValueError) as err:
-            self._line(f"warning: the summary could not be rewritten: {one_line(err)}")
+        drawing.summary(self.sweep_dir, self.objective, figure=False)
 
 
 def _event(event: str, **fields: Any) -> None:

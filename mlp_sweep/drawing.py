@@ -1,16 +1,19 @@
-"""Figures drawn off a sweep's critical path.
+"""Figures and summaries written off a sweep's critical path.
 
 Drawing a run's ``curves.png`` costs about as much as a short run's epoch, and importing
 matplotlib costs more; a sweep of many short runs would spend a third of its time on them.
-So while a sweep runs (from :func:`start` to :func:`finish`, both called by the sweep's
-callback), its runs hand their figures to one process of their own, started with the sweep,
-which imports matplotlib while the first runs train and draws each figure while the next ones
-train. Its summary figure is drawn there too, after the runs'. :func:`finish` waits for every
-figure, so they are all there when the sweep ends. The process runs in a session of its own:
-Ctrl-C, or a kill of the sweep, leaves it to draw what it was handed, then exit.
+The sweep's summary (its tables, read from every run so far) needs pandas, and is rewritten
+as the sweep goes. So while a sweep runs (from :func:`start` to :func:`finish`, both called
+by the sweep's callback), its runs hand their figures and summaries to one process of their
+own, started with the sweep, which imports matplotlib and pandas while the first runs train
+and does each task while the next runs train; the sweep itself imports neither. The summary
+at the end of the sweep is written there too, after the runs' figures, and its table printed
+on the sweep's own stdout. :func:`finish` waits for every task, so every file is there when
+the sweep ends. The process runs in a session of its own: Ctrl-C, or a kill of the sweep,
+leaves it to finish what it was handed, then exit.
 
 Outside a sweep, in jobs that a launcher runs in other processes, and in a process that has
-imported matplotlib already, figures are drawn where they are asked for, as they always were.
+imported matplotlib already, figures and summaries are made where they are asked for.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class _Drawer:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.process: subprocess.Popen[str] | None = None
-        self.handed = 0  # figures handed to the process
+        self.handed = 0  # tasks handed to the process
 
     def start(self) -> None:
         with self.lock:
@@ -49,8 +52,7 @@ class _Drawer:
             try:
                 self.process = subprocess.Popen(
                     command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,  # its warnings go to stderr
+                    stdin=subprocess.PIPE,  # its table on the sweep's stdout, warnings on stderr
                     text=True,
                     env=env,
                     start_new_session=True,
@@ -72,11 +74,11 @@ class _Drawer:
                 self.process = None
                 return False
 
-    def finish(self) -> None:
+    def finish(self) -> bool:
         with self.lock:
             process, self.process = self.process, None
         if process is None:
-            return
+            return True
         if not self.handed:  # a sweep refused, or one that finished no run: nothing to wait for
             process.kill()
         try:
@@ -84,23 +86,25 @@ class _Drawer:
             process.stdin.close()
         except OSError:
             pass
-        process.wait()
+        return process.wait() == 0 or not self.handed
 
 
 _drawer = _Drawer()
 
 
 def start() -> None:
-    """Start the process that draws this sweep's figures, unless this process has imported
-    matplotlib already (a long-lived one, such as a test session): it then draws them itself,
-    at a few hundredths of a second each, rather than start one more interpreter."""
+    """Start the process that writes this sweep's figures and summaries, unless this process
+    has imported matplotlib already (a long-lived one, such as a test session): it then
+    writes them itself, at a few hundredths of a second each, rather than start one more
+    interpreter."""
     if "matplotlib" not in sys.modules:
         _drawer.start()
 
 
-def finish() -> None:
-    """Wait until every figure handed over is drawn; from now on figures are drawn here."""
-    _drawer.finish()
+def finish() -> bool:
+    """Wait until every task handed over is done; from now on they are done here. False if
+    one of them could not be (its warning says which)."""
+    return _drawer.finish()
 
 
 def curves(history: Sequence[Mapping[str, Any]], path: Path, title: str, now: bool = False) -> None:
@@ -146,29 +150,46 @@ def draw_missing(sweep_dir: Path) -> list[Path]:
     return drawn
 
 
-def summary(sweep_dir: Path, metric: str | Sequence[str] | None = None) -> None:
-    """Draw a sweep's ``summary.png`` from its runs' records, in the background during a
-    sweep, else now."""
-    task = {"summary": str(sweep_dir), "metric": metric}
-    if not _drawer.send(task):
-        _draw(task)
+def summary(
+    sweep_dir: Path,
+    metric: str | Sequence[str] | None = None,
+    figure: bool = True,
+    show: bool = False,
+) -> bool:
+    """(Re)write a sweep's summary.csv and summary.md from its runs' records, draw its
+    summary.png (``figure``) and print its table (``show``): in the background during a sweep,
+    else now. False if done now and it could not be (a warning says why)."""
+    task = {"summary": str(sweep_dir), "metric": metric, "figure": figure, "show": show}
+    if show:
+        sys.stdout.flush()  # the table comes after what this process has printed
+    return _drawer.send(task) or _try(task)
 
 
-def serve(lines: Iterable[str] | None = None) -> None:
-    """Draw each figure described by a line of ``lines`` (stdin by default), in order."""
-    # matplotlib, and pandas for the summary's figure, imported while the first runs train
+def serve(lines: Iterable[str] | None = None) -> int:
+    """Do each task described by a line of ``lines`` (stdin by default), in order; the
+    number of those that could not be done (each has its warning)."""
+    # matplotlib, and pandas for the summaries, imported while the first runs train
     from mlp_sweep import collect, plots  # noqa: F401
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    for line in sys.stdin if lines is None else lines:
-        task = json.loads(line)
-        try:
-            _draw(task)
-        except Exception as err:  # one figure that cannot be drawn: say so, draw the rest
-            where = task.get("path") or Path(task["summary"], "summary.png")
-            log.warning("%s could not be drawn: %s", where, err)
+    failed = sum(not _try(json.loads(line)) for line in (sys.stdin if lines is None else lines))
     if lines is None:  # the process ends here, and the sweep waits for it (see app.run)
         gc.freeze()
+        sys.exit(1 if failed else 0)
+    return failed
+
+
+def _try(task: dict[str, Any]) -> bool:
+    """Do ``task``; one that cannot be done gets a warning, and the sweep goes on."""
+    try:
+        _draw(task)
+        return True
+    except Exception as err:
+        if "curves" in task:
+            log.warning("%s could not be drawn: %s", task["path"], err)
+        else:
+            log.warning("the summary of %s could not be written: %s", task["summary"], err)
+        return False
 
 
 def _draw(task: dict[str, Any]) -> None:
@@ -177,8 +198,9 @@ def _draw(task: dict[str, Any]) -> None:
 
         plot_curves(task["curves"], Path(task["path"]), title=task["title"])
     else:
-        from mlp_sweep import collect, records
+        from mlp_sweep import collect
 
         sweep_dir = Path(task["summary"])
-        c = collect.collect([sweep_dir], task["metric"])
-        collect.write_plot(c, sweep_dir / records.SUMMARY_PNG)
+        c = collect.write_summary(sweep_dir, task["metric"], plot=task["figure"])
+        if task["show"] and not c.runs.empty:
+            print(collect.to_markdown(c, f"Sweep {sweep_dir}"), flush=True)

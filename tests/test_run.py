@@ -13,6 +13,7 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlp_sweep.data import load
 from mlp_sweep.model import MLP
 from mlp_sweep.records import EPOCH_FIELDS, METRICS, write_csv
 
@@ -179,6 +180,11 @@ _HEAVY = ("torch", "optuna", "pandas", "matplotlib", "hydra", "omegaconf")
 def _imported(tmp_path, *argv: str, script: str = "run.py") -> list[str]:
     """Which of _HEAVY a command imported by its end: `python run.py *argv`, or with
     script="cli" the `mlp-sweep` command."""
+    return _imported_and_printed(tmp_path, *argv, script=script)[0]
+
+
+def _imported_and_printed(tmp_path, *argv: str, script: str = "run.py") -> tuple[list[str], str]:
+    """What :func:`_imported` says, and what the command printed on stdout."""
     start = (
         f"import runpy; sys.argv = ['run.py', *{list(argv)!r}]; "
         f"runpy.run_path({str(REPO / 'run.py')!r}, run_name='__main__')"
@@ -194,7 +200,7 @@ def _imported(tmp_path, *argv: str, script: str = "run.py") -> list[str]:
     )
     said = [line for line in done.stderr.splitlines() if line.startswith("imported ")]
     assert said, done.stderr
-    return ast.literal_eval(said[-1].removeprefix("imported "))
+    return ast.literal_eval(said[-1].removeprefix("imported ")), done.stdout
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--cfg", "job"], ["--info"], ["-sc", "query=bash"]])
@@ -210,6 +216,21 @@ def test_a_run_imports_neither_pandas_nor_optuna(tmp_path):
     imported = _imported(tmp_path, "epochs=1", "hydra.run.dir=run")
     assert imported == ["hydra", "matplotlib", "omegaconf", "torch"]
     assert (tmp_path / "run" / "curves.png").is_file()
+
+
+def test_a_grid_leaves_pandas_and_matplotlib_to_the_process_drawing_its_figures(tmp_path):
+    """A grid's summary (its tables and figure) and its runs' figures are made by the
+    process drawing them (mlp_sweep.drawing): the sweep imports neither pandas nor
+    matplotlib, and when it ends its files are there and its table is printed."""
+    load("mnist_5k", device=torch.device("cpu"), val_size=500)  # the data set's cache filled
+    imported, printed = _imported_and_printed(
+        tmp_path, "-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=s"
+    )
+    assert imported == ["hydra", "omegaconf", "torch"]
+    sweep = tmp_path / "s"
+    for name in ("summary.csv", "summary.md", "summary.png", "0/curves.png", "1/curves.png"):
+        assert (sweep / name).is_file(), name
+    assert (sweep / "summary.md").read_text().strip() in printed
 
 
 def test_collecting_and_comparing_sweeps_import_neither_torch_nor_hydra(tmp_path, run_app):
