@@ -22,6 +22,7 @@ import gc
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -172,10 +173,46 @@ def serve(lines: Iterable[str] | None = None) -> int:
     from mlp_sweep import collect, plots  # noqa: F401
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    failed = sum(not _try(json.loads(line)) for line in (sys.stdin if lines is None else lines))
-    if lines is None:  # the process ends here, and the sweep waits for it (see app.run)
-        gc.freeze()
-        sys.exit(1 if failed else 0)
+    if lines is not None:
+        return sum(not _try(json.loads(line)) for line in lines)
+    # The sweep's tasks are read as they come, so that once it has handed over its last one
+    # (and waits for them) the tasks left are known, and can be shared with a second core.
+    tasks: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    handed_all = threading.Event()
+    threading.Thread(target=_read, args=(tasks, handed_all), daemon=True).start()
+    failed = 0
+    while (line := tasks.get()) is not None:
+        if handed_all.is_set():
+            rest = [line]
+            while (line := tasks.get()) is not None:
+                rest.append(line)
+            failed += _do_in_two([json.loads(line) for line in rest])
+            break
+        failed += not _try(json.loads(line))
+    gc.freeze()  # the process ends here, and the sweep waits for it (see app.run)
+    sys.exit(1 if failed else 0)
+
+
+def _read(tasks: queue.SimpleQueue[str | None], handed_all: threading.Event) -> None:
+    for line in sys.stdin:
+        tasks.put(line)
+    tasks.put(None)
+    handed_all.set()
+
+
+def _do_in_two(tasks: list[dict[str, Any]]) -> int:
+    """Do ``tasks`` (the last of a sweep, which waits for them), every other run's figure in
+    a fork of this process (on Linux, where forking a process that has imported matplotlib is
+    safe): a stacked group's members end together, and hand their figures over at once. The
+    number of tasks that could not be done (a fork's failures count as one)."""
+    theirs = [task for task in tasks if "curves" in task][1::2]
+    child = os.fork() if len(theirs) > 0 and sys.platform == "linux" else None
+    if child == 0:
+        os._exit(1 if sum(not _try(task) for task in theirs) else 0)
+    ours = tasks if child is None else [t for t in tasks if not any(t is x for x in theirs)]
+    failed = sum(not _try(task) for task in ours)
+    if child is not None:
+        failed += os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) != 0
     return failed
 
 

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +34,25 @@ def test_a_figure_that_cannot_be_drawn_is_named_and_the_others_are_drawn(tmp_pat
         drawing.serve([_curves_task(missing), _curves_task(good)])
     assert str(missing) in caplog.text
     assert good.read_bytes()[:4] == PNG  # a run without validation metrics draws its train lines
+
+
+def test_the_figures_handed_over_last_are_all_drawn_and_a_failure_among_them_is_named(tmp_path):
+    """The figures left when the sweep has handed over its last task are shared with a second
+    process (a stacked group's members end together); each is drawn, or named if it cannot
+    be, and the process then says that one failed."""
+    good = [tmp_path / f"{i}.png" for i in range(5)]
+    missing = tmp_path / "no such folder" / "curves.png"
+    tasks = [_curves_task(path) for path in (*good[:3], missing, *good[3:])]
+    done = subprocess.run(
+        [sys.executable, "-c", "from mlp_sweep import drawing; drawing.serve()"],
+        input="\n".join(tasks) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert f"warning: {missing} could not be drawn" in done.stderr
+    assert [path.read_bytes()[:4] for path in good] == [PNG] * len(good)
 
 
 def test_runs_that_completed_keep_their_curves_when_the_sweep_is_killed(tmp_path):
