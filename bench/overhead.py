@@ -5,6 +5,7 @@ against ``python -c "import torch"`` (T0) on the same machine, with its peak RSS
                                               # command, loading the default data set
     python bench/overhead.py --many           # also the 256-job grid of one-epoch runs
     python bench/overhead.py --lecture        # also the 16-job lecture grid, basic vs stacked
+    python bench/overhead.py --grid-repeats 2 # the best of 2 runs of each grid
     python bench/overhead.py --compose        # only: a grid's 32 jobs composed in-process
     python bench/overhead.py --exit           # only: how long a process takes to end
     python bench/overhead.py --checkout DIR   # the same, of another checkout with its .venv
@@ -38,12 +39,16 @@ LAUNCHERS = ("basic", "stacked")
 LECTURE = ["hidden=50,100", "lr=0.05,0.1,0.5,1.0", "init_std=0.01,0.1", "epochs=20"]
 
 
-def timed(command: list[str], cwd: Path, repeats: int) -> tuple[float, float, str]:
-    """The best wall time of ``command`` in ``cwd``, its largest peak RSS in MB, and the
-    output of its last run."""
+def timed(
+    command: list[str], cwd: Path, repeats: int, fresh: str | None = None
+) -> tuple[float, float, str]:
+    """The best wall time of ``command`` in ``cwd`` (the folder ``fresh`` in it removed before
+    each run), its largest peak RSS in MB, and the output of its last run."""
     best, peak, out = float("inf"), 0.0, ""
     log = cwd / ".bench-output"
     for _ in range(repeats):
+        if fresh is not None:
+            shutil.rmtree(cwd / fresh, ignore_errors=True)
         with log.open("w") as sink:
             tic = time.perf_counter()
             proc = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)
@@ -98,6 +103,9 @@ def exit_cost() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--grid-repeats", type=int, default=1, help="runs of each grid (--many, --lecture)"
+    )
     parser.add_argument("--many", action="store_true", help="the 256-job grid too")
     parser.add_argument("--lecture", action="store_true", help="the lecture grid, basic/stacked")
     parser.add_argument("--compose", action="store_true", help="only: composing 32 jobs")
@@ -128,8 +136,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         here = Path(tmp)
 
-        def row(name: str, command: list[str], target: str, repeats: int = args.repeats) -> float:
-            seconds, rss, _ = timed(command, here, repeats)
+        def row(
+            name: str,
+            command: list[str],
+            target: str,
+            repeats: int = args.repeats,
+            fresh: str | None = None,
+        ) -> float:
+            seconds, rss, _ = timed(command, here, repeats, fresh)
             rows.append((name, seconds, rss, target))
             return seconds
 
@@ -148,11 +162,13 @@ def main() -> None:
         loads = [float(timed([PY, "-c", LOAD], here, 1)[2].split()[-1]) for _ in range(3)]
         if args.many:
             many = [PY, RUN, "-m", *MANY, "hydra.sweep.dir=many"]
-            row("256 one-epoch jobs", many, f"<= 14 T0 = {14 * t0:.0f} s", 1)
+            target = f"<= 14 T0 = {14 * t0:.0f} s"
+            row("256 one-epoch jobs", many, target, args.grid_repeats, "many")
         if args.lecture:
             for launcher in LAUNCHERS:
                 grid = [PY, RUN, "-m", *LECTURE, f"hydra/launcher={launcher}"]
-                row(f"lecture grid, {launcher}", [*grid, f"hydra.sweep.dir={launcher}"], "", 1)
+                command = [*grid, f"hydra.sweep.dir={launcher}"]
+                row(f"lecture grid, {launcher}", command, "", args.grid_repeats, launcher)
 
     print("| command | wall | / T0 | peak RSS | target |\n|---|---|---|---|---|")
     for name, seconds, rss, target in rows:
