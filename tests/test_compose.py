@@ -93,13 +93,19 @@ def _hydra_task(config):
 
 
 @pytest.mark.parametrize("arguments", SWEEPS.values(), ids=SWEEPS.keys())
-def test_the_stacked_launcher_hands_each_job_the_config_run_job_would(arguments):
+def test_the_stacked_launcher_hands_each_job_the_configs_run_job_would(arguments):
+    """The job's own config (without its hydra node) and its Hydra config (the node alone,
+    as ``HydraConfig.set_config`` makes it), each as Hydra's ``run_job`` makes them."""
+    setup_globals()  # the resolvers a job's Hydra config uses (now, hydra)
     loader, master, jobs = _loader_and_master(arguments)
     for job in jobs:
         try:
             config = loader.load_sweep_config(master, job)
         except ConfigCompositionException:
             continue
+        with open_dict(config):  # as the launcher sets them
+            config.hydra.job.num, config.hydra.job.id = 3, "3"
+            config.hydra.runtime.output_dir = "/tmp/3"
         before = OmegaConf.to_yaml(config)
         task, expected = _without_hydra(config), _hydra_task(config)
         assert OmegaConf.to_yaml(task) == OmegaConf.to_yaml(expected), job
@@ -113,19 +119,6 @@ def test_the_stacked_launcher_hands_each_job_the_config_run_job_would(arguments)
         task.seed = 12345  # a copy: the job's config does not change with it
         assert config.seed != 12345
 
-
-@pytest.mark.parametrize("arguments", SWEEPS.values(), ids=SWEEPS.keys())
-def test_the_stacked_launcher_hands_each_job_the_hydra_config_run_job_would(arguments):
-    setup_globals()  # the resolvers a job's Hydra config uses (now, hydra)
-    loader, master, jobs = _loader_and_master(arguments)
-    for job in jobs:
-        try:
-            config = loader.load_sweep_config(master, job)
-        except ConfigCompositionException:
-            continue
-        with open_dict(config):  # as the launcher sets them
-            config.hydra.job.num, config.hydra.job.id = 3, "3"
-            config.hydra.runtime.output_dir = "/tmp/3"
         HydraConfig.instance().set_config(config)
         expected = HydraConfig.instance().cfg
         view = hydra_config(config)
