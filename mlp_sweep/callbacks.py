@@ -47,12 +47,12 @@ class CollectSweep(Callback):
             _watch.close()
             _watch = None
         sweep_dir = Path(config.hydra.sweep.dir)
+        table = sweep_dir / records.SUMMARY_MD
         # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.
-        summarise = sweep_dir.is_dir() and not isinstance(sys.exc_info()[1], BadInput)
-        if summarise:  # after the runs' figures, in the process drawing them (drawing.py)
-            drawing.summary(sweep_dir, show=True)
-        done = drawing.finish()  # every figure and table is there when the sweep ends
-        if summarise and done and (sweep_dir / records.SUMMARY_MD).exists():
-            log.info("summary written to %s", sweep_dir / records.SUMMARY_MD)
+        if not sweep_dir.is_dir() or isinstance(sys.exc_info()[1], BadInput):
+            drawing.finish()
+        elif drawing.summarise(sweep_dir) and table.exists():  # every file is there now
+            print(table.read_text(), flush=True)
+            log.info("summary written to %s", table)
         if sweep_dir.is_dir():  # a figure lost with its process (killed) is drawn here
             drawing.draw_missing(sweep_dir)

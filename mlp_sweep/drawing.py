@@ -7,10 +7,10 @@ as the sweep goes. So while a sweep runs (from :func:`start` to :func:`finish`, 
 by the sweep's callback), its runs hand their figures and summaries to one process of their
 own, started with the sweep, which imports matplotlib and pandas while the first runs train
 and does each task while the next runs train; the sweep itself imports neither. The summary
-at the end of the sweep is written there too, after the runs' figures, and its table printed
-on the sweep's own stdout. :func:`finish` waits for every task, so every file is there when
-the sweep ends. The process runs in a session of its own: Ctrl-C, or a kill of the sweep,
-leaves it to finish what it was handed, then exit.
+at the end of the sweep is written there too, after the runs' figures (:func:`summarise`,
+which writes it in the sweep's own process if that one could not). :func:`finish` waits for
+every task, so every file is there when the sweep ends. The process runs in a session of its
+own: Ctrl-C, or a kill of the sweep, leaves it to finish what it was handed, then exit.
 
 Outside a sweep, in jobs that a launcher runs in other processes, and in a process that has
 imported matplotlib already, figures and summaries are made where they are asked for.
@@ -53,7 +53,8 @@ class _Drawer:
             try:
                 self.process = subprocess.Popen(
                     command,
-                    stdin=subprocess.PIPE,  # its table on the sweep's stdout, warnings on stderr
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,  # its warnings go to stderr
                     text=True,
                     env=env,
                     start_new_session=True,
@@ -152,18 +153,23 @@ def draw_missing(sweep_dir: Path) -> list[Path]:
 
 
 def summary(
-    sweep_dir: Path,
-    metric: str | Sequence[str] | None = None,
-    figure: bool = True,
-    show: bool = False,
+    sweep_dir: Path, metric: str | Sequence[str] | None = None, figure: bool = True
 ) -> bool:
-    """(Re)write a sweep's summary.csv and summary.md from its runs' records, draw its
-    summary.png (``figure``) and print its table (``show``): in the background during a sweep,
-    else now. False if done now and it could not be (a warning says why)."""
-    task = {"summary": str(sweep_dir), "metric": metric, "figure": figure, "show": show}
-    if show:
-        sys.stdout.flush()  # the table comes after what this process has printed
+    """(Re)write a sweep's summary.csv and summary.md from its runs' records, and draw its
+    summary.png (``figure``): in the background during a sweep, else now. False if done now
+    and it could not be (a warning says why)."""
+    task = {"summary": str(sweep_dir), "metric": metric, "figure": figure}
     return _drawer.send(task) or _try(task)
+
+
+def summarise(sweep_dir: Path) -> bool:
+    """A sweep's summary at its end, after its runs' figures, by the process drawing them;
+    then wait for every task handed over. If that process could not do them all (its warnings
+    say which) or died, the summary is written here, once more. True if it is written."""
+    written = summary(sweep_dir)
+    if not finish():
+        written = summary(sweep_dir)
+    return written
 
 
 def serve(lines: Iterable[str] | None = None) -> int:
@@ -237,7 +243,4 @@ def _draw(task: dict[str, Any]) -> None:
     else:
         from mlp_sweep import collect
 
-        sweep_dir = Path(task["summary"])
-        c = collect.write_summary(sweep_dir, task["metric"], plot=task["figure"])
-        if task["show"] and not c.runs.empty:
-            print(collect.to_markdown(c, f"Sweep {sweep_dir}"), flush=True)
+        collect.write_summary(Path(task["summary"]), task["metric"], plot=task["figure"])

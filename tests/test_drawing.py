@@ -8,12 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from test_faults import start
 
 from mlp_sweep import cli, drawing
+from mlp_sweep.callbacks import CollectSweep
 
 PNG = b"\x89PNG"
 
@@ -53,6 +56,25 @@ def test_the_figures_handed_over_last_are_all_drawn_and_a_failure_among_them_is_
     assert done.returncode == 1
     assert f"warning: {missing} could not be drawn" in done.stderr
     assert [path.read_bytes()[:4] for path in good] == [PNG] * len(good)
+
+
+def test_a_summary_lost_with_the_figures_process_is_written_by_the_sweep(tmp_path, run_app, capsys):
+    """The figures' process takes the sweep's summary and dies before it writes it: the
+    sweep writes it itself, and prints its table."""
+    assert run_app("-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=s").code == 0
+    sweep = tmp_path / "s"
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        (sweep / name).unlink()
+    capsys.readouterr()
+    drawing._drawer.start()  # the figures' process of a sweep, which
+    pid = drawing._drawer.process.pid
+    os.kill(pid, signal.SIGSTOP)  # takes the summary but never writes it:
+    threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()  # killed as the sweep waits
+    end = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    CollectSweep().on_multirun_end(config=end)
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        assert (sweep / name).is_file(), name
+    assert (sweep / "summary.md").read_text() in capsys.readouterr().out
 
 
 def test_runs_that_completed_keep_their_curves_when_the_sweep_is_killed(tmp_path):
