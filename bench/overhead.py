@@ -100,11 +100,17 @@ def exit_cost() -> None:
             print(f"import {imports:42} {'gc.freeze()' if freeze else 'as is':11} {best:.3f} s")
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a whole number >= 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--grid-repeats", type=int, default=1, help="runs of each grid (--many, --lecture)"
+        "--grid-repeats", type=_positive, default=1, help="runs of each grid (--many, --lecture)"
     )
     parser.add_argument("--many", action="store_true", help="the 256-job grid too")
     parser.add_argument("--lecture", action="store_true", help="the lecture grid, basic/stacked")

@@ -43,13 +43,16 @@ class CollectSweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _watch
+        # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight:
+        # a sweep refused for bad input ran nothing, and reports and rewrites nothing (its
+        # folder may be another sweep's, in use).
+        refused = isinstance(sys.exc_info()[1], BadInput)
         if _watch is not None:
-            _watch.close()
+            _watch.close(report=not refused)
             _watch = None
         sweep_dir = Path(config.hydra.sweep.dir)
         table = sweep_dir / records.SUMMARY_MD
-        # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight.
-        if not sweep_dir.is_dir() or isinstance(sys.exc_info()[1], BadInput):
+        if not sweep_dir.is_dir() or refused:
             drawing.finish()
         elif drawing.summarise(sweep_dir) and table.exists():  # every file is there now
             print(table.read_text(), flush=True)

@@ -162,19 +162,23 @@ class SweepWatch:
             if data is not None and data["status"] in _FINAL:
                 if self.seen.get(run_dir, object()) != data.get("finished_at"):
                     self._report(run_dir, data)
+            elif isinstance(error, KeyboardInterrupt):  # stopped before its first record
+                self._line(f"{self.unit} {run_dir.name}  interrupted")
+                self._count(run_dir, records.INTERRUPTED)
             elif error is not None:
                 self._line(f"{self.unit} {run_dir.name}  failed: {one_line(error)}")
                 self._count(run_dir, records.FAILED)
             self._show_best()
             self._write_summary()
 
-    def close(self) -> None:
-        """Report what finished since the last look, and take the bar down."""
+    def close(self, report: bool = True) -> None:
+        """Report what finished since the last look (if ``report``), and take the bar down."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        with self.lock:
-            self._report_new()
+        if report:
+            with self.lock:
+                self._report_new()
         self.bar.close()
 
     def _poll(self) -> None:
@@ -253,7 +257,7 @@ class SweepWatch:
         if now - self._written < LIVE_SUMMARY_SECONDS:
             return
         self._written = now
-        drawing.summary(self.sweep_dir, self.objective, figure=False)
+        drawing.summary(self.sweep_dir, self.objective, live=True)
 
 
 def _event(event: str, **fields: Any) -> None:

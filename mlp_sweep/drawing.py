@@ -76,11 +76,13 @@ class _Drawer:
                 self.process = None
                 return False
 
-    def finish(self) -> bool:
+    def finish(self) -> int:
+        """Wait for the process; its exit status (0: every task done, TABLES_FAILED: the last
+        summary's tables could not be written; anything else: it died), 0 if there was none."""
         with self.lock:
             process, self.process = self.process, None
         if process is None:
-            return True
+            return 0
         if not self.handed:  # a sweep refused, or one that finished no run: nothing to wait for
             process.kill()
         try:
@@ -88,7 +90,8 @@ class _Drawer:
             process.stdin.close()
         except OSError:
             pass
-        return process.wait() == 0 or not self.handed
+        status = process.wait()
+        return status if self.handed else 0
 
 
 _drawer = _Drawer()
@@ -103,10 +106,9 @@ def start() -> None:
         _drawer.start()
 
 
-def finish() -> bool:
-    """Wait until every task handed over is done; from now on they are done here. False if
-    one of them could not be (its warning says which)."""
-    return _drawer.finish()
+def finish() -> None:
+    """Wait until every task handed over is done; from now on they are done here."""
+    _drawer.finish()
 
 
 def curves(history: Sequence[Mapping[str, Any]], path: Path, title: str, now: bool = False) -> None:
@@ -152,51 +154,77 @@ def draw_missing(sweep_dir: Path) -> list[Path]:
     return drawn
 
 
-def summary(
-    sweep_dir: Path, metric: str | Sequence[str] | None = None, figure: bool = True
-) -> bool:
+def summary(sweep_dir: Path, metric: str | Sequence[str] | None = None, live: bool = False) -> None:
     """(Re)write a sweep's summary.csv and summary.md from its runs' records, and draw its
-    summary.png (``figure``): in the background during a sweep, else now. False if done now
-    and it could not be (a warning says why)."""
-    task = {"summary": str(sweep_dir), "metric": metric, "figure": figure}
-    return _drawer.send(task) or _try(task)
+    summary.png (not ``live``, as jobs end: that waits for the end): in the background
+    during a sweep, else now. A live rewrite that fails says nothing: the next one, or the
+    sweep's end, does it again, and the end says why if it fails too."""
+    task = {"summary": str(sweep_dir), "metric": metric, "live": live}
+    if not _drawer.send(task):
+        _try(task)
 
 
 def summarise(sweep_dir: Path) -> bool:
     """A sweep's summary at its end, after its runs' figures, by the process drawing them;
-    then wait for every task handed over. If that process could not do them all (its warnings
-    say which) or died, the summary is written here, once more. True if it is written."""
-    written = summary(sweep_dir)
-    if not finish():
-        written = summary(sweep_dir)
-    return written
+    then wait for every task handed over. If that process died before it was done, the
+    summary is written here (and what it was writing when it died is removed). True if the
+    tables are written (a figure that cannot be drawn is named, and that is all)."""
+    task = {"summary": str(sweep_dir), "metric": None, "live": False}
+    if not _drawer.send(task):
+        finish()
+        return _try(task)
+    status = _drawer.finish()
+    if status in (0, TABLES_FAILED):
+        return status == 0
+    for leftover in [
+        *Path(sweep_dir).glob(".summary.*.tmp"),
+        *Path(sweep_dir).glob("*/.curves.png.*.tmp"),
+    ]:
+        leftover.unlink(
+            missing_ok=True
+        )  # only that process wrote these (the sweep holds its folder)
+    return _try(task)
 
 
-def serve(lines: Iterable[str] | None = None) -> int:
-    """Do each task described by a line of ``lines`` (stdin by default), in order; the
-    number of those that could not be done (each has its warning)."""
+# The figures' process's exit status when the last summary's tables could not be written.
+TABLES_FAILED = 2
+
+
+def serve(lines: Iterable[str] | None = None) -> bool:
+    """Do each task described by a line of ``lines`` (stdin by default), in order; a task
+    that cannot be done gets a warning. True if the last summary's tables were written (or
+    there was none); on stdin, that is the process's exit status (0, or TABLES_FAILED)."""
     # matplotlib, and pandas for the summaries, imported while the first runs train
     from mlp_sweep import collect, plots  # noqa: F401
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     if lines is not None:
-        return sum(not _try(json.loads(line)) for line in lines)
+        return _do([json.loads(line) for line in lines])
     # The sweep's tasks are read as they come, so that once it has handed over its last one
     # (and waits for them) the tasks left are known, and can be shared with a second core.
     tasks: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     handed_all = threading.Event()
     threading.Thread(target=_read, args=(tasks, handed_all), daemon=True).start()
-    failed = 0
+    written = True
     while (line := tasks.get()) is not None:
         if handed_all.is_set():
             rest = [line]
             while (line := tasks.get()) is not None:
                 rest.append(line)
-            failed += _do_in_two([json.loads(line) for line in rest])
+            written = _do_in_two([json.loads(line) for line in rest], written)
             break
-        failed += not _try(json.loads(line))
+        written = _do([json.loads(line)], written)
     gc.freeze()  # the process ends here, and the sweep waits for it (see app.run)
-    sys.exit(1 if failed else 0)
+    sys.exit(0 if written else TABLES_FAILED)
+
+
+def _do(tasks: list[dict[str, Any]], written: bool = True) -> bool:
+    """Do ``tasks`` in order; whether the last summary among them (else ``written``) was."""
+    for task in tasks:
+        done = _try(task)
+        if "summary" in task:
+            written = done
+    return written
 
 
 def _read(tasks: queue.SimpleQueue[str | None], handed_all: threading.Event) -> None:
@@ -206,41 +234,51 @@ def _read(tasks: queue.SimpleQueue[str | None], handed_all: threading.Event) -> 
     handed_all.set()
 
 
-def _do_in_two(tasks: list[dict[str, Any]]) -> int:
-    """Do ``tasks`` (the last of a sweep, which waits for them), every other run's figure in
-    a fork of this process (on Linux, where forking a process that has imported matplotlib is
-    safe): a stacked group's members end together, and hand their figures over at once. The
-    number of tasks that could not be done (a fork's failures count as one)."""
+def _do_in_two(tasks: list[dict[str, Any]], written: bool) -> bool:
+    """:func:`_do` ``tasks`` (the last of a sweep, which waits for them), every other run's
+    figure in a fork of this process (on Linux, where forking a process that has imported
+    matplotlib is safe): a stacked group's members end together, and hand their figures over
+    at once. The summaries stay here, in order."""
     theirs = [task for task in tasks if "curves" in task][1::2]
     child = os.fork() if len(theirs) > 0 and sys.platform == "linux" else None
     if child == 0:
-        os._exit(1 if sum(not _try(task) for task in theirs) else 0)
+        _do(theirs)
+        os._exit(0)
     ours = tasks if child is None else [t for t in tasks if not any(t is x for x in theirs)]
-    failed = sum(not _try(task) for task in ours)
+    written = _do(ours, written)
     if child is not None:
-        failed += os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) != 0
-    return failed
+        os.waitpid(child, 0)
+    return written
 
 
 def _try(task: dict[str, Any]) -> bool:
-    """Do ``task``; one that cannot be done gets a warning, and the sweep goes on."""
+    """Do ``task``; one that cannot be done gets a warning (a live summary's, none), and the
+    sweep goes on. For a summary: whether its tables were written."""
     try:
-        _draw(task)
-        return True
+        if "curves" in task:
+            _draw(task)
+            return True
+        from mlp_sweep import collect, records
+
+        sweep_dir = Path(task["summary"])
+        collect.write_summary(sweep_dir, task["metric"], plot=False)
     except Exception as err:
         if "curves" in task:
             log.warning("%s could not be drawn: %s", task["path"], err)
-        else:
+        elif not task["live"]:
             log.warning("the summary of %s could not be written: %s", task["summary"], err)
         return False
+    if not task["live"]:  # its figure, which reads every run's epochs
+        png = sweep_dir / records.SUMMARY_PNG
+        try:
+            collect.write_plot(collect.collect([sweep_dir], task["metric"]), png)
+        except Exception as err:
+            log.warning("%s could not be drawn: %s", png, err)
+    return True
 
 
 def _draw(task: dict[str, Any]) -> None:
-    if "curves" in task:
-        from mlp_sweep.plots import plot_curves
+    """Draw the ``curves.png`` that ``task`` describes."""
+    from mlp_sweep.plots import plot_curves
 
-        plot_curves(task["curves"], Path(task["path"]), title=task["title"])
-    else:
-        from mlp_sweep import collect
-
-        collect.write_summary(Path(task["summary"]), task["metric"], plot=task["figure"])
+    plot_curves(task["curves"], Path(task["path"]), title=task["title"])

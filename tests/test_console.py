@@ -8,6 +8,9 @@ import time
 import pandas as pd
 import pytest
 from conftest import REPO
+from omegaconf import OmegaConf
+
+from mlp_sweep.console import SweepWatch
 
 
 def test_a_three_job_grid_of_20_epochs_prints_at_most_30_lines(run_script, tmp_path):
@@ -46,6 +49,27 @@ def test_a_failed_job_is_one_line_with_its_error(run_app):
     result = run_app("-m", "lr=1e38,0.1", "epochs=2")
     (line,) = [line for line in result.out.splitlines() if line.startswith("job 0")]
     assert "lr=1e+38" in line and "failed: training diverged: the loss became nan" in line
+
+
+def test_a_job_interrupted_before_its_first_record_is_interrupted_not_done(tmp_path, capsys):
+    """Ctrl-C just as a job starts (its folder holds no metrics.json yet): the console says
+    it was interrupted, and the bar does not count it as done."""
+    config = OmegaConf.create(
+        {
+            "objective": "val_acc",
+            "hydra": {
+                "sweeper": {"_target_": "mlp_sweep.sweepers.GridSweeper"},
+                "launcher": {"_target_": "mlp_sweep.stacked_launcher.StackedLauncher"},
+                "overrides": {"task": ["hidden=20,40"]},
+            },
+        }
+    )
+    watch = SweepWatch(tmp_path, config)
+    (tmp_path / "1").mkdir()
+    watch.job_ended(tmp_path / "1", KeyboardInterrupt())
+    assert watch.bar.n == 0
+    watch.close()
+    assert "job 1  interrupted" in capsys.readouterr().out
 
 
 def test_a_bad_console_value_is_one_line(run_app):

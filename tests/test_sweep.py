@@ -92,3 +92,32 @@ def test_a_second_grid_sweep_into_a_folder_in_use_is_refused_and_changes_nothing
     finally:
         first.send_signal(signal.SIGINT)
         first.wait(60)
+
+
+def test_a_sweep_refused_for_a_folder_in_use_reports_and_rewrites_nothing_of_its_runs(
+    run_script, tmp_path
+):
+    """Runs of the sweep in the folder that end while the refused one starts are not its own:
+    it reports none of them, and leaves the summary to their sweep (here it would rank them
+    by its own objective)."""
+    folder = tmp_path / "s"
+    grid = ["-m", "epochs=1,2,3,4,200", "hydra/launcher=basic", f"hydra.sweep.dir={folder}"]
+    first = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *grid],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (folder / "1" / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        second = run_script(*grid[:-1], "objective=val_loss", "hydra.sweep.dir=s", timeout=60)
+        assert second.code == 2
+        assert "in use by another sweep" in second.err
+        assert [line for line in second.out.splitlines() if line.startswith("job ")] == []
+        summary = folder / "summary.md"
+        assert not summary.exists() or "val_loss (minimize)" not in summary.read_text()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(60)
