@@ -263,18 +263,24 @@ def write_summary(
     summary.png."""
     sweep_dir = Path(sweep_dir)
     c = collect([sweep_dir], metric, histories=plot)
+    if write_tables(c, sweep_dir) and plot:
+        write_plot(c, sweep_dir / records.SUMMARY_PNG)
+    return c
+
+
+def write_tables(c: Collection, sweep_dir: Path) -> bool:
+    """(Re)write summary.csv and summary.md of the sweep ``c`` collected; False (with a
+    warning) if it holds no runs."""
     if c.runs.empty:
         log.warning("no runs found under %s; nothing to summarise", sweep_dir)
-        return c
+        return False
     table = summary_table(c)
     records.atomic_write(
         sweep_dir / records.SUMMARY_CSV, lambda tmp: table.to_csv(tmp, index=False)
     )
     text = to_markdown(c, f"Sweep {sweep_dir}")
     records.atomic_write(sweep_dir / records.SUMMARY_MD, lambda tmp: tmp.write_text(text))
-    if plot:
-        write_plot(c, sweep_dir / records.SUMMARY_PNG)
-    return c
+    return True
 
 
 def summary_table(c: Collection) -> pd.DataFrame:

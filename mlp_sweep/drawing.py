@@ -261,17 +261,20 @@ def _try(task: dict[str, Any]) -> bool:
         from mlp_sweep import collect, records
 
         sweep_dir = Path(task["summary"])
-        collect.write_summary(sweep_dir, task["metric"], plot=False)
+        # The figure reads every run's epochs too: collected once, for both.
+        c = collect.collect([sweep_dir], task["metric"], histories=not task["live"])
+        if not collect.write_tables(c, sweep_dir):
+            return False  # no runs: nothing written (its warning says so)
     except Exception as err:
         if "curves" in task:
             log.warning("%s could not be drawn: %s", task["path"], err)
         elif not task["live"]:
             log.warning("the summary of %s could not be written: %s", task["summary"], err)
         return False
-    if not task["live"]:  # its figure, which reads every run's epochs
+    if not task["live"]:
         png = sweep_dir / records.SUMMARY_PNG
         try:
-            collect.write_plot(collect.collect([sweep_dir], task["metric"]), png)
+            collect.write_plot(c, png)
         except Exception as err:
             log.warning("%s could not be drawn: %s", png, err)
     return True
