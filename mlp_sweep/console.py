@@ -257,7 +257,7 @@ class SweepWatch:
         if now - self._written < LIVE_SUMMARY_SECONDS:
             return
         self._written = now
-        drawing.summary(self.sweep_dir, self.objective, live=True)
+        drawing.summary(self.sweep_dir, self.objective)
 
 
 def _event(event: str, **fields: Any) -> None:

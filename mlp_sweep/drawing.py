@@ -154,21 +154,21 @@ def draw_missing(sweep_dir: Path) -> list[Path]:
     return drawn
 
 
-def summary(sweep_dir: Path, metric: str | Sequence[str] | None = None, live: bool = False) -> None:
-    """(Re)write a sweep's summary.csv and summary.md from its runs' records, and draw its
-    summary.png (not ``live``, as jobs end: that waits for the end): in the background
-    during a sweep, else now. A live rewrite that fails says nothing: the next one, or the
-    sweep's end, does it again, and the end says why if it fails too."""
-    task = {"summary": str(sweep_dir), "metric": metric, "live": live}
+def summary(sweep_dir: Path, metric: str | Sequence[str] | None = None) -> None:
+    """Rewrite a running sweep's summary.csv and summary.md from its runs' records (its
+    summary.png waits for the end): in the background during a sweep, else now. A rewrite
+    that fails says nothing: the next one, or the sweep's end, does it again, and the end
+    says why if it fails too."""
+    task = {"summary": str(sweep_dir), "metric": metric, "live": True}
     if not _drawer.send(task):
         _try(task)
 
 
 def summarise(sweep_dir: Path) -> bool:
-    """A sweep's summary at its end, after its runs' figures, by the process drawing them;
-    then wait for every task handed over. If that process died before it was done, the
-    summary is written here (and what it was writing when it died is removed). True if the
-    tables are written (a figure that cannot be drawn is named, and that is all)."""
+    """A sweep's summary at its end (tables and figure), after its runs' figures, by the
+    process drawing them; then wait for every task handed over. If that process died before
+    it was done, the summary is written here, and the files it was writing are removed. True
+    if the tables are written (a figure that cannot be drawn is named, and that is all)."""
     task = {"summary": str(sweep_dir), "metric": None, "live": False}
     if not _drawer.send(task):
         finish()
@@ -176,13 +176,10 @@ def summarise(sweep_dir: Path) -> bool:
     status = _drawer.finish()
     if status in (0, TABLES_FAILED):
         return status == 0
-    for leftover in [
-        *Path(sweep_dir).glob(".summary.*.tmp"),
-        *Path(sweep_dir).glob("*/.curves.png.*.tmp"),
-    ]:
-        leftover.unlink(
-            missing_ok=True
-        )  # only that process wrote these (the sweep holds its folder)
+    # Only that process writes these (the sweep holds its folder).
+    for pattern in (".summary.*.tmp", "*/.curves.png.*.tmp"):
+        for leftover in Path(sweep_dir).glob(pattern):
+            leftover.unlink(missing_ok=True)
     return _try(task)
 
 
@@ -252,24 +249,31 @@ def _do_in_two(tasks: list[dict[str, Any]], written: bool) -> bool:
 
 
 def _try(task: dict[str, Any]) -> bool:
-    """Do ``task``; one that cannot be done gets a warning (a live summary's, none), and the
-    sweep goes on. For a summary: whether its tables were written."""
+    """Do ``task``; one that cannot be done gets a warning, and the sweep goes on. For a
+    summary: whether its tables were written."""
+    if "summary" in task:
+        return _write_summary(task)
     try:
-        if "curves" in task:
-            _draw(task)
-            return True
-        from mlp_sweep import collect, records
+        _draw(task)
+        return True
+    except Exception as err:
+        log.warning("%s could not be drawn: %s", task["path"], err)
+        return False
 
-        sweep_dir = Path(task["summary"])
-        # The figure reads every run's epochs too: collected once, for both.
+
+def _write_summary(task: dict[str, Any]) -> bool:
+    """The summary's tables, then (at the end of a sweep) its figure, from one collection
+    of the runs; whether the tables were written. A live summary's failure says nothing."""
+    from mlp_sweep import collect, records
+
+    sweep_dir = Path(task["summary"])
+    try:
         c = collect.collect([sweep_dir], task["metric"], histories=not task["live"])
         if not collect.write_tables(c, sweep_dir):
             return False  # no runs: nothing written (its warning says so)
     except Exception as err:
-        if "curves" in task:
-            log.warning("%s could not be drawn: %s", task["path"], err)
-        elif not task["live"]:
-            log.warning("the summary of %s could not be written: %s", task["summary"], err)
+        if not task["live"]:
+            log.warning("the summary of %s could not be written: %s", sweep_dir, err)
         return False
     if not task["live"]:
         png = sweep_dir / records.SUMMARY_PNG

@@ -1,10 +1,12 @@
 """`python run.py -m ...` end to end in a temporary folder (as a subprocess where it matters)."""
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -69,16 +71,7 @@ def test_a_second_grid_sweep_into_a_folder_in_use_is_refused_and_changes_nothing
 ):
     folder = tmp_path / "s"
     grid = ["-m", "hidden=20,40", "epochs=200", "hydra/launcher=basic", f"hydra.sweep.dir={folder}"]
-    first = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), *grid],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (folder / "0" / "checkpoint.pt").exists():
-            time.sleep(0.05)
+    with _sweeping(grid, tmp_path, until=folder / "0" / "checkpoint.pt") as first:
         before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
         second = run_script(*grid[:-1], "hydra.sweep.dir=s", timeout=60)
         assert second.code == 2
@@ -89,9 +82,6 @@ def test_a_second_grid_sweep_into_a_folder_in_use_is_refused_and_changes_nothing
         assert not (folder / "1").exists()
         changed = {p for p, t in before.items() if p.exists() and p.stat().st_mtime_ns != t}
         assert changed <= set((folder / "0").iterdir())  # the first sweep's own run only
-    finally:
-        first.send_signal(signal.SIGINT)
-        first.wait(60)
 
 
 def test_a_sweep_refused_for_a_folder_in_use_reports_and_rewrites_nothing_of_its_runs(
@@ -102,22 +92,29 @@ def test_a_sweep_refused_for_a_folder_in_use_reports_and_rewrites_nothing_of_its
     by its own objective)."""
     folder = tmp_path / "s"
     grid = ["-m", "epochs=1,2,3,4,200", "hydra/launcher=basic", f"hydra.sweep.dir={folder}"]
-    first = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), *grid],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (folder / "1" / "checkpoint.pt").exists():
-            time.sleep(0.05)
+    with _sweeping(grid, tmp_path, until=folder / "1" / "checkpoint.pt"):
         second = run_script(*grid[:-1], "objective=val_loss", "hydra.sweep.dir=s", timeout=60)
         assert second.code == 2
         assert "in use by another sweep" in second.err
         assert [line for line in second.out.splitlines() if line.startswith("job ")] == []
         summary = folder / "summary.md"
         assert not summary.exists() or "val_loss (minimize)" not in summary.read_text()
+
+
+@contextlib.contextmanager
+def _sweeping(grid: list[str], cwd: Path, until: Path) -> Iterator[subprocess.Popen]:
+    """`python run.py *grid` running in ``cwd`` once ``until`` exists; interrupted after."""
+    sweep = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *grid],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not until.exists():
+            time.sleep(0.05)
+        yield sweep
     finally:
-        first.send_signal(signal.SIGINT)
-        first.wait(60)
+        sweep.send_signal(signal.SIGINT)
+        sweep.wait(60)
