@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import TightLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
@@ -104,33 +105,28 @@ def summary_figure(
         curve = curve.replace("val_", "train_")
     ncols = 4
     parallel = len(params) >= PARALLEL_FROM
-    # The curves, then the parameters, 4 to a row, then the parallel coordinates.
+    # The curves, then the parameters, 4 to a row, then the parallel coordinates; only the
+    # panels drawn are made (an Axes costs about as much to make as to draw).
     rows = 1 + -(-len(params) // ncols) + parallel
     fig = Figure(figsize=(4.5 * ncols, 3.8 * rows))  # not pyplot's: nothing to close, faster import
-    axes = fig.subplots(rows, ncols, squeeze=False)
+    grid = fig.add_gridspec(rows, ncols)
     # The curves take two panels each: a wide panel reads better than a legend.
-    for ax in axes[0]:
-        ax.remove()
-    ax_curve = fig.add_subplot(rows, 2, 1)
-    ax_loss = fig.add_subplot(rows, 2, 2)
+    ax_curve = fig.add_subplot(grid[0, : ncols // 2])
+    ax_loss = fig.add_subplot(grid[0, ncols // 2 :])
     for run, history in histories.items():
         label = runs.at[run, "legend"] if run in runs.index else run
-        ax_curve.plot(history["epoch"], history[curve], label=label, alpha=0.8)
-        ax_loss.plot(history["epoch"], history["train_loss"], label=label, alpha=0.8)
+        style = {"label": label, "alpha": 0.8, "marker": "o" if len(history) == 1 else None}
+        ax_curve.plot(history["epoch"], history[curve], **style)  # one epoch: a point
+        ax_loss.plot(history["epoch"], history["train_loss"], **style)
     few = len(histories) <= 12  # a legend of more runs hides the curves
     _label(ax_curve, curve, legend=few)
     _label(ax_loss, "train_loss", legend=few)
-    scatter_axes = axes[1 : rows - parallel].ravel()
-    for ax, param in zip(scatter_axes, params):
-        _scatter(ax, runs, param, metric)
-    for ax in scatter_axes[len(params) :]:
-        ax.axis("off")
+    for i, param in enumerate(params):
+        _scatter(fig.add_subplot(grid[1 + i // ncols, i % ncols]), runs, param, metric)
     if parallel:
-        for ax in axes[-1]:
-            ax.remove()
-        _parallel(fig, fig.add_subplot(rows, 1, rows), runs, params, metric)
+        _parallel(fig, fig.add_subplot(grid[-1, :]), runs, params, metric)
     fig.suptitle(f"{len(runs)} runs; {metric} against each swept parameter")
-    fig.tight_layout()
+    _lay_out(fig)
     return fig
 
 
@@ -169,7 +165,7 @@ def plot_study(study: optuna.Study, folder: Path, objectives: Sequence[str] = ()
                 warnings.simplefilter("ignore", UserWarning)
                 axes = make(study)
                 figure = np.ravel(axes)[0].figure
-                figure.tight_layout()
+                _lay_out(figure)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             log.info("skipped %s: %s", name, err)
             plt.close("all")
@@ -287,11 +283,18 @@ def _log_scale(param: str, values: pd.Series) -> bool:
 
 def _label(ax: Axes, ylabel: str, legend: bool = True) -> None:
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: whole numbers
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best" if len(ax.lines) > 2 else "upper right", fontsize="small")
+
+
+def _lay_out(fig: Figure) -> None:
+    """Fit the panels and their labels into ``fig``, as ``Figure.tight_layout`` does, but
+    once: tight_layout leaves the figure a layout engine, and saving a figure that has one
+    draws it twice (the first time only to lay it out)."""
+    TightLayoutEngine().execute(fig)
 
 
 def save(fig: Figure, path: Path) -> None:

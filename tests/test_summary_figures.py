@@ -7,11 +7,17 @@ import numpy as np
 import pandas as pd
 
 from mlp_sweep import cli
-from mlp_sweep.plots import plot_curves
+from mlp_sweep.plots import plot_curves, save, summary_figure
 
 
 def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", path.read_bytes()[16:24])
+
+
+def history(epochs: list[float], val_acc: float = 0.5) -> pd.DataFrame:
+    """A run's per-epoch records, flat but for the last val_acc."""
+    flat = {key: [0.5] * len(epochs) for key in ("train_loss", "val_loss", "train_acc")}
+    return pd.DataFrame({"epoch": epochs, **flat, "val_acc": [0.5] * (len(epochs) - 1) + [val_acc]})
 
 
 def test_a_setting_one_sweep_lacks_is_an_empty_cell(run_app, tmp_path, capsys):
@@ -31,6 +37,36 @@ def test_three_swept_parameters_add_a_parallel_coordinates_row(run_app, tmp_path
     two = png_size(tmp_path / "outputs/two/summary.png")
     three = png_size(tmp_path / "outputs/three/summary.png")
     assert two[1] == 2 * 380 and three[1] == 3 * 380  # curves, parameters (, parallel)
+
+
+def test_a_summary_figure_is_drawn_once_when_it_is_saved(tmp_path):
+    # It is laid out when it is made: saving it must not draw it a second time to lay it out.
+    names = ["a", "b", "c"]
+    histories = {name: history([1.0, 2.0], val_acc=0.5 + i / 10) for i, name in enumerate(names)}
+    params = {"lr": [0.1, 0.2, 0.5], "hidden": ["[10]", "[20, 10]", "[30]"],
+              "init_std": [0.01, 0.1, 0.1]}  # fmt: skip
+    runs = pd.DataFrame({"legend": names, **params, "val_acc": [0.5, 0.6, 0.7]}, index=names)
+    figure = summary_figure(runs, histories, ["lr", "hidden", "init_std"], "val_acc")
+    draws = []
+    figure.canvas.mpl_connect("draw_event", draws.append)
+    save(figure, tmp_path / "summary.png")
+    assert len(draws) == 1
+    assert png_size(tmp_path / "summary.png")[1] == 3 * 380  # curves, parameters, parallel
+
+
+def test_a_run_of_one_epoch_is_a_point_on_the_summary_curves():
+    histories = {"one": history([1.0]), "two": history([1.0, 2.0])}
+    runs = pd.DataFrame(
+        {"legend": ["one", "two"], "lr": [0.1, 0.2], "val_acc": [0.5, 0.5]}, index=["one", "two"]
+    )
+    figure = summary_figure(runs, histories, ["lr"], "val_acc")
+    for panel in figure.axes[:2]:  # the curves, then the training loss
+        assert [line.get_marker() for line in panel.lines] == ["o", "None"]
+    alone = summary_figure(runs.loc[["one"]], {"one": histories["one"]}, ["lr"], "val_acc")
+    for panel in alone.axes[:2]:
+        low, high = panel.get_xlim()
+        shown = [tick for tick in panel.get_xticks() if low <= tick <= high]
+        assert shown == [1.0]  # its epoch, not fractions around it
 
 
 def test_a_runs_curves_do_not_depend_on_the_runs_drawn_before_it(tmp_path):
