@@ -14,6 +14,7 @@ first job of each shape, a config group choice that differs (``model=...``), ``+
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ class JobComposer:
                 return cfg
         cfg = self._loader.load_sweep_config(self._master, list(overrides))
         if first is None:
-            self._first[shape] = (copy.deepcopy(cfg), parsed)
+            self._first[shape] = (_copy(cfg), parsed)
         return cfg
 
     def _shape(self, override: Override) -> Any:
@@ -85,8 +86,19 @@ def _from(
         key = override.key_or_group
         if sum(k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in keys) > 1:
             return None
-    cfg = copy.deepcopy(first)
+    cfg = _copy(first)
     ConfigLoaderImpl._apply_overrides_to_config(changed, cfg)
     cfg.hydra.overrides.task = [o.input_line for o in overrides if not o.is_hydra_override()]
     OmegaConf.copy_cache(from_config=master, to_config=cfg)
     return cfg
+
+
+def _copy(cfg: DictConfig) -> DictConfig:
+    """A deep copy of ``cfg``, through pickle: OmegaConf supports it (configs travel so to the
+    processes of other launchers), and it copies a job's config in less than half the time
+    ``copy.deepcopy`` takes, node by node in Python. A value pickle cannot take is copied by
+    deepcopy."""
+    try:
+        return pickle.loads(pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return copy.deepcopy(cfg)
