@@ -9,6 +9,7 @@ against ``python -c "import torch"`` (T0) on the same machine, with its peak RSS
     python bench/overhead.py --compose        # only: a grid's 32 jobs composed in-process
     python bench/overhead.py --exit           # only: how long a process takes to end
     python bench/overhead.py --checkout DIR   # the same, of another checkout with its .venv
+                                              # (its own package, even through a linked one)
 
 Each command runs in a fresh temporary folder; the best of ``--repeats`` is kept. The data
 set's load time is measured inside a new process, from the cache that the README's command
@@ -123,14 +124,17 @@ def main() -> None:
         "(an earlier commit, for a before/after table)",
     )
     args = parser.parse_args()
+    global RUN, CLI, PY
+    checkout = Path(RUN).parent
     if args.checkout is not None:
-        global RUN, CLI, PY
-        python = args.checkout.resolve() / ".venv" / "bin" / "python"
-        RUN, CLI, PY = (
-            str(args.checkout.resolve() / "run.py"),
-            str(python.with_name("mlp-sweep")),
-            str(python),
-        )
+        checkout = args.checkout.resolve()
+        python = checkout / ".venv" / "bin" / "python"
+        RUN, CLI, PY = str(checkout / "run.py"), str(python.with_name("mlp-sweep")), str(python)
+    # Every command imports the checkout's own package, even where its .venv is another
+    # checkout's (a linked one) whose editable install points there.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, (str(checkout), os.environ.get("PYTHONPATH")))
+    )
     if args.compose:
         compose(["hidden=range(16,528,16)", "epochs=1"])
         return
