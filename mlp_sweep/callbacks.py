@@ -33,7 +33,11 @@ class CollectSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _watch
-        _watch = SweepWatch(Path(config.hydra.sweep.dir), config)
+        try:
+            _watch = SweepWatch(Path(config.hydra.sweep.dir), config)
+        except ValueError:  # a bad objective or reference, which the sweeper refuses in one line
+            _watch = None
+            return
         drawing.start()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

@@ -18,6 +18,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (
+    InterpolationKeyError,
+    OmegaConfBaseException,
+    UnsupportedInterpolationType,
+)
 
 from mlp_sweep import loggers
 from mlp_sweep.errors import ConfigError
@@ -186,6 +191,7 @@ def validate(cfg: DictConfig) -> None:
     mlp_sweep.errors.ConfigError: lr=-1 is invalid: must be a number > 0
     """
     _check_keys(cfg)
+    _check_references(cfg)
     _choice(cfg, "model.name", VARIANTS)
     _choice(cfg, "model.activation", ACTIVATIONS)
     _choice(cfg, "data.name", DATASETS)
@@ -207,7 +213,7 @@ def validate(cfg: DictConfig) -> None:
     _check_device(cfg.get("device", "auto"))
     _check_optimizer(cfg)
     _check_scheduler(cfg)
-    _check_objective(cfg)
+    check_objective(cfg)
     _choice(cfg, "console", CONSOLE_MODES)
     loggers.check(cfg)
 
@@ -224,6 +230,25 @@ def _check_keys(cfg: DictConfig) -> None:
             if key not in known:
                 allowed = ", ".join(sorted(known - {"hydra"}))
                 raise ConfigError(f"{prefix}{key} is not a config key; allowed: {allowed}")
+
+
+def _check_references(cfg: DictConfig) -> None:
+    """Reject a value that refers to a key the config lacks (``${x}``) or to a resolver
+    nobody registered (``${nowhere:x}``): a run would stop on it only once it took its folder.
+    Anything else a value's resolution raises is left to the run (``${hydra:...}`` resolves
+    against each job's own Hydra config, set only when the job runs)."""
+    for key in cfg:
+        if key == "hydra":
+            continue
+        try:
+            value = cfg[key]
+            if isinstance(value, (DictConfig, ListConfig)):
+                OmegaConf.to_container(value, resolve=True)
+        except (InterpolationKeyError, UnsupportedInterpolationType) as err:
+            reason = str(err).splitlines()[0]  # the lines below repeat the key and its types
+            raise ConfigError(f"{err.full_key} is invalid: {reason}") from None
+        except OmegaConfBaseException:
+            pass
 
 
 def _check_data(cfg: DictConfig) -> None:
@@ -293,7 +318,9 @@ def _check_scheduler(cfg: DictConfig) -> None:
         ) from None
 
 
-def _check_objective(cfg: DictConfig) -> None:
+def check_objective(cfg: DictConfig) -> None:
+    """Raise ConfigError unless ``cfg.objective`` is a metric a sweep may rank runs by (or a
+    list of two or more), which its data set can measure."""
     objective = cfg.get("objective", "val_acc")
     if isinstance(objective, ListConfig):
         _check_objectives(cfg, list(objective))

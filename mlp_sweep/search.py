@@ -48,7 +48,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from mlp_sweep import console, identity, job, loggers, objectives, records, spaces
-from mlp_sweep.config import check_comparable
+from mlp_sweep.config import check_comparable, check_objective
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.plots import plot_study
@@ -117,6 +117,7 @@ class Search(OptunaSweeperImpl):
         optuna.logging.disable_default_handler()
         optuna.logging.enable_propagation()
         loggers.check(config)  # before the first trial, not once in every trial
+        check_objective(config)  # the study's directions come from it
         _check_pruning(config)
         if self.storage is None and config.hydra.sweeper.pruner._target_ != NopPrunerConf._target_:
             log.warning("the study is in memory, out of the trials' reach: no pruning")

@@ -134,3 +134,35 @@ def test_a_callback_target_that_is_not_trusted_is_one_line(run_app):
     assert result.code == 2
     (line,) = result.err.strip().splitlines()
     assert line.startswith("error: hydra.callbacks.x: Target 'os.system' cannot be authorized")
+
+
+@pytest.mark.parametrize(
+    ("args", "key", "reason"),
+    [
+        (["tags=[${x}]"], "tags[0]", "Interpolation key 'x' not found"),
+        (["-m", "tags=[${x}]"], "tags[0]", "Interpolation key 'x' not found"),
+        (["-m", "hidden=10,20", "data.cache_dir=${nowhere:y}"], "data.cache_dir",
+         "Unsupported interpolation type nowhere"),
+    ],
+)  # fmt: skip
+def test_a_reference_that_cannot_resolve_is_one_line_and_nothing_is_written(
+    run_app, tmp_path, args, key, reason
+):
+    result = run_app(*args, "epochs=1", "hydra.run.dir=out/run", "hydra.sweep.dir=out/sweep")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert line == f"error: {key} is invalid: {reason}"
+    assert not (tmp_path / "out/run").exists() and not (tmp_path / "out/sweep").exists()
+
+
+@pytest.mark.parametrize("sweep", [["-m"], ["hparams_search=optuna"]], ids=["grid", "search"])
+@pytest.mark.parametrize("bad", ["objective=val_ac", "tags=[${x}]"])
+def test_a_sweep_refused_for_bad_input_says_why_in_one_line(run_app, recwarn, sweep, bad):
+    # The sweep's console, and a search's study, are set up from the sweep's config before
+    # the sweeper checks its jobs.
+    result = run_app(*sweep, bad, "epochs=1", "hydra.sweep.dir=out/sweep")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    key = "objective='val_ac'" if bad.startswith("objective") else "tags[0]"
+    assert line.startswith(f"error: {key} is invalid: ")
+    assert [str(w.message) for w in recwarn if "Callback" in str(w.message)] == []
