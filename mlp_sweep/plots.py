@@ -184,6 +184,8 @@ def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     values = pd.to_numeric(runs[param], errors="coerce")
     if values.notna().all():
         ax.scatter(values, runs[metric])
+        if (values == values.round()).all():  # epochs, widths, depths: no 1.25
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if _log_scale(param, values):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide

@@ -69,6 +69,16 @@ def test_a_run_of_one_epoch_is_a_point_on_the_summary_curves():
         assert shown == [1.0]  # its epoch, not fractions around it
 
 
+def test_a_whole_numbered_parameter_is_ticked_at_whole_numbers():
+    names = ["a", "b"]
+    histories = {name: history([1.0, 2.0]) for name in names}
+    runs = pd.DataFrame({"legend": names, "epochs": [1, 3], "val_acc": [0.5, 0.6]}, index=names)
+    panel = summary_figure(runs, histories, ["epochs"], "val_acc").axes[2]
+    low, high = panel.get_xlim()
+    shown = [tick for tick in panel.get_xticks() if low <= tick <= high]
+    assert shown and all(tick == int(tick) for tick in shown), shown
+
+
 def test_a_runs_curves_do_not_depend_on_the_runs_drawn_before_it(tmp_path):
     # One figure is redrawn for every run of a process: nothing of one run may stay in it.
     epochs = np.arange(1.0, 11.0)
