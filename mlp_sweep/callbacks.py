@@ -12,8 +12,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mlp_sweep import drawing, records
+from mlp_sweep.config import check_objective
 from mlp_sweep.console import SweepWatch
-from mlp_sweep.errors import BadInput
+from mlp_sweep.errors import BadInput, ConfigError
 from mlp_sweep.sweepers import failure
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,11 @@ class CollectSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _watch
         try:
-            _watch = SweepWatch(Path(config.hydra.sweep.dir), config)
-        except ValueError:  # a bad objective or reference, which the sweeper refuses in one line
+            check_objective(config)  # the watch ranks the runs by it
+        except ConfigError:  # the sweeper refuses the sweep, in one line of its own
             _watch = None
             return
+        _watch = SweepWatch(Path(config.hydra.sweep.dir), config)
         drawing.start()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

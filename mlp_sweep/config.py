@@ -237,9 +237,12 @@ def _check_references(cfg: DictConfig) -> None:
     nobody registered (``${nowhere:x}``): a run would stop on it only once it took its folder.
     Anything else a value's resolution raises is left to the run (``${hydra:...}`` resolves
     against each job's own Hydra config, set only when the job runs)."""
-    for key in cfg:
-        if key == "hydra":
-            continue
+    # The top-level knobs first: ``optimizer.lr: ${lr}`` fails because of ``lr``.
+    keys = sorted(
+        (k for k in cfg if k != "hydra"),
+        key=lambda k: isinstance(cfg._get_node(k), (DictConfig, ListConfig)),
+    )
+    for key in keys:
         try:
             value = cfg[key]
             if isinstance(value, (DictConfig, ListConfig)):

@@ -32,7 +32,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from mlp_sweep import drawing, objectives, records
@@ -89,9 +89,9 @@ def planned(config: DictConfig) -> tuple[int | None, list[str]]:
     search's ``n_trials`` and space, or the grid of the command-line sweeps."""
     sweeper = config.hydra.sweeper
     parser = OverridesParser.create()
-    params = sweeper.get("params") or {}
+    params = _as_written(sweeper.get("params") or {})
     overrides = parser.parse_overrides(
-        [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
+        [*(f"{k}={v}" for k, v in params.items()), *_as_written(config.hydra.overrides.task)]
     )
     swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
     if "n_trials" in sweeper:
@@ -101,6 +101,12 @@ def planned(config: DictConfig) -> tuple[int | None, list[str]]:
         if override.is_sweep_override():
             total *= len(list(override.sweep_string_iterator()))
     return total, swept
+
+
+def _as_written(node: Any) -> Any:
+    """Overrides as the command line wrote them: ``batch_size=${hidden.0}`` is an
+    interpolation that only each job's config can resolve, not the sweep's master config."""
+    return OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
 
 
 class SweepWatch:
@@ -118,7 +124,9 @@ class SweepWatch:
         # Keys every job shares from the command line, which a job's line need not repeat.
         self.fixed = [
             o.get_key_element()
-            for o in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+            for o in OverridesParser.create().parse_overrides(
+                _as_written(config.hydra.overrides.task)
+            )
             if not o.is_sweep_override()
         ]
         self.lock = threading.Lock()

@@ -47,7 +47,10 @@ class _Drawer:
             if self.process is not None:
                 return
             self.handed = 0
-            command = [sys.executable, "-c", "from mlp_sweep import drawing; drawing.serve()"]
+            # -P: the working folder is not put first on the path, where a checkout of
+            # another version would be imported instead of this one
+            code = "from mlp_sweep import drawing; drawing.serve()"
+            command = [sys.executable, "-P", "-c", code]
             path = os.pathsep.join(filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))
             env = {**os.environ, "PYTHONPATH": path}
             try:

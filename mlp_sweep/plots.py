@@ -185,7 +185,7 @@ def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     if values.notna().all():
         ax.scatter(values, runs[metric])
         if (values == values.round()).all():  # epochs, widths, depths: no 1.25
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
         if _log_scale(param, values):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide

@@ -140,6 +140,7 @@ def test_a_callback_target_that_is_not_trusted_is_one_line(run_app):
     ("args", "key", "reason"),
     [
         (["tags=[${x}]"], "tags[0]", "Interpolation key 'x' not found"),
+        (["lr=${x}"], "lr", "Interpolation key 'x' not found"),  # not optimizer.lr: ${lr}
         (["-m", "tags=[${x}]"], "tags[0]", "Interpolation key 'x' not found"),
         (["-m", "hidden=10,20", "data.cache_dir=${nowhere:y}"], "data.cache_dir",
          "Unsupported interpolation type nowhere"),

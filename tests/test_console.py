@@ -142,6 +142,17 @@ def test_a_sweep_with_several_objectives_shows_its_jobs(run_app):
     ]
 
 
+def test_a_sweep_whose_override_resolves_only_in_its_jobs_shows_its_jobs(run_app):
+    # The master config holds hidden=100, where ${hidden.0} does not resolve; every job does.
+    args = ["-m", "hidden=[64,32],[128,16]", "batch_size=${hidden.0}", "epochs=1"]
+    result = run_app(*args)
+    assert result.code == 0, result.err
+    assert [line[:5] for line in result.out.splitlines() if line.startswith("job ")] == [
+        "job 0",
+        "job 1",
+    ]
+
+
 def _on_a_terminal(args: list[str], cwd) -> str:
     """`python run.py *args` with stdout and stderr on a 150-column pseudo-terminal, as a
     person sees it: what it wrote, bar redraws included."""

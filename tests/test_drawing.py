@@ -142,3 +142,16 @@ def test_a_curves_png_lost_with_the_drawing_process_is_drawn_again(tmp_path, run
     lost.unlink()
     assert cli.main(["collect", str(tmp_path / "s")]) == 0
     assert lost.read_bytes()[:4] == PNG
+
+
+def test_the_figures_process_imports_the_package_of_its_sweep_not_the_working_folders(
+    tmp_path, run_script
+):
+    # A sweep started in a folder that holds another mlp_sweep (a checkout of another version).
+    (tmp_path / "mlp_sweep").mkdir()
+    marker = tmp_path / "the-working-folders-package-was-imported"
+    (tmp_path / "mlp_sweep" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    result = run_script("-m", "hidden=8,16", "epochs=1")
+    assert result.code == 0, result.err
+    assert not marker.exists()
+    assert len(list(tmp_path.glob("outputs/sweeps/*/*/curves.png"))) == 2
