@@ -184,14 +184,14 @@ def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     values = pd.to_numeric(runs[param], errors="coerce")
     if values.notna().all():
         ax.scatter(values, runs[metric])
-        if (values == values.round()).all():  # epochs, widths, depths: no 1.25
-            ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
         if _log_scale(param, values):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide
             unique = sorted(set(values))
             if len(unique) <= 6:  # a grid: its values are the ticks
                 ax.set_xticks(unique, [f"{v:.4g}" for v in unique])
+        elif (values == values.round()).all():  # epochs, widths, depths: no 1.25
+            ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
     else:  # categories, lists of layer widths, or a mix with None
         order = _categories(runs[param])
         ax.scatter(runs[param].map(str).map(order.index), runs[metric])
