@@ -187,6 +187,8 @@ class SweepWatch:
         if report:
             with self.lock:
                 self._report_new()
+        else:  # a sweep refused before it ran: its error line is all it leaves on the screen
+            self.bar.leave = False
         self.bar.close()
 
     def _poll(self) -> None:

@@ -153,9 +153,10 @@ def test_a_sweep_whose_override_resolves_only_in_its_jobs_shows_its_jobs(run_app
     ]
 
 
-def _on_a_terminal(args: list[str], cwd) -> str:
+def _on_a_terminal(args: list[str], cwd, code: int = 0) -> str:
     """`python run.py *args` with stdout and stderr on a 150-column pseudo-terminal, as a
-    person sees it: what it wrote, bar redraws included."""
+    person sees it: what it wrote, bar redraws included; it must end with exit status
+    ``code``."""
     import fcntl
     import os
     import pty
@@ -177,8 +178,17 @@ def _on_a_terminal(args: list[str], cwd) -> str:
         if not chunk:
             break
         out += chunk
-    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")[-2000:]
+    assert proc.wait(timeout=300) == code, out.decode(errors="replace")[-2000:]
     return out.decode(errors="replace")
+
+
+def test_a_grid_refused_on_a_terminal_leaves_only_its_error_line(tmp_path):
+    shown = _on_a_terminal(["-m", "lr=0.1,-1", "epochs=1"], tmp_path, code=2)
+    # What stays on each line of the screen: the text after its last carriage return (the
+    # terminal ends each line with \r\n).
+    lines = shown.replace("\r\n", "\n").split("\n")
+    screen = [line.rsplit("\r", 1)[-1].strip() for line in lines]
+    assert [line for line in screen if line] == ["error: lr=-1.0 is invalid: must be a number > 0"]
 
 
 def test_a_search_on_a_terminal_names_trials_and_ends_on_lines_of_its_own(tmp_path):
