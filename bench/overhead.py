@@ -5,6 +5,7 @@ against ``python -c "import torch"`` (T0) on the same machine, with its peak RSS
                                               # command, loading the default data set
     python bench/overhead.py --many           # also the 256-job grid of one-epoch runs
     python bench/overhead.py --lecture        # also the 16-job lecture grid, basic vs stacked
+    python bench/overhead.py --search         # also a search of 10 trials of 5 epochs
     python bench/overhead.py --grid-repeats 2 # the best of 2 runs of each grid
     python bench/overhead.py --compose        # only: a grid's jobs composed in-process
     python bench/overhead.py --exit           # only: how long a process takes to end
@@ -36,6 +37,7 @@ LOAD = (
     "print(time.perf_counter() - t)"
 )
 MANY = ["hidden=range(16,528,16)", "lr=0.05,0.1,0.2,0.5", "init_std=0.01,0.1", "epochs=1"]
+SEARCH = ["hparams_search=optuna", "hydra.sweeper.n_trials=10", "epochs=5"]
 LAUNCHERS = ("basic", "stacked")
 LECTURE = ["hidden=50,100", "lr=0.05,0.1,0.5,1.0", "init_std=0.01,0.1", "epochs=20"]
 
@@ -122,6 +124,7 @@ def main() -> None:
     )
     parser.add_argument("--many", action="store_true", help="the 256-job grid too")
     parser.add_argument("--lecture", action="store_true", help="the lecture grid, basic/stacked")
+    parser.add_argument("--search", action="store_true", help="a search of 10 short trials")
     parser.add_argument("--compose", action="store_true", help="only: composing the 256-job grid")
     parser.add_argument("--exit", action="store_true", help="only: the cost of a process's end")
     parser.add_argument(
@@ -182,6 +185,8 @@ def main() -> None:
             many = [PY, RUN, "-m", *MANY, "hydra.sweep.dir=many"]
             target = f"<= 14 T0 = {14 * t0:.0f} s"
             row("256 one-epoch jobs", many, target, args.grid_repeats, "many")
+        if args.search:  # its study and trials in outputs/, removed before each run
+            row("search: 10 trials of 5 epochs", [PY, RUN, *SEARCH], "", fresh="outputs")
         if args.lecture:
             for launcher in LAUNCHERS:
                 grid = [PY, RUN, "-m", *LECTURE, f"hydra/launcher={launcher}"]

@@ -12,6 +12,10 @@ which writes it in the sweep's own process if that one could not). :func:`finish
 every task, so every file is there when the sweep ends. The process runs in a session of its
 own: Ctrl-C, or a kill of the sweep, leaves it to finish what it was handed, then exit.
 
+A search's study figures (Optuna's plots, :func:`study_figures`) are drawn there too, from the
+study's database, once the search ends; the process imports their plotting code (which imports
+scikit-learn, for the parameter importances) while the trials train.
+
 Outside a sweep, in jobs that a launcher runs in other processes, and in a process that has
 imported matplotlib already, figures and summaries are made where they are asked for.
 """
@@ -28,7 +32,12 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mlp_sweep.errors import one_line
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger(__name__)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)  # for a checkout not installed
@@ -41,12 +50,14 @@ class _Drawer:
         self.lock = threading.Lock()
         self.process: subprocess.Popen[str] | None = None
         self.handed = 0  # tasks handed to the process
+        self.studies: list[dict[str, Any]] = []  # its study figures: redrawn here if it dies
 
     def start(self) -> None:
         with self.lock:
             if self.process is not None:
                 return
             self.handed = 0
+            self.studies = []
             # -P: the working folder is not put first on the path, where a checkout of
             # another version would be imported instead of this one
             code = "from mlp_sweep import drawing; drawing.serve()"
@@ -74,6 +85,8 @@ class _Drawer:
                 self.process.stdin.write(json.dumps(task) + "\n")
                 self.process.stdin.flush()
                 self.handed += 1
+                if "study" in task:
+                    self.studies.append(task)
                 return True
             except (OSError, ValueError):  # it died: the rest are drawn here
                 self.process = None
@@ -167,6 +180,36 @@ def summary(sweep_dir: Path, metric: str | Sequence[str] | None = None) -> None:
         _try(task)
 
 
+def expect_study(storage: str | None) -> None:
+    """A search has begun: if its study's figures will be drawn in the background (its
+    ``storage`` is a database that process can open), that process imports their plotting
+    code now, while the trials train, rather than once the search has ended."""
+    from mlp_sweep.study import is_rdb
+
+    if is_rdb(storage):
+        _drawer.send({"warm": "study"})
+
+
+def study_figures(
+    study: optuna.Study, storage: str | None, folder: Path, objectives: Sequence[str]
+) -> None:
+    """The figures of a search's ``study`` (:func:`plots.plot_study`) in ``folder``: in the
+    background during a sweep if that process can open the study's ``storage`` (a SQL
+    database), else here. :func:`summarise` waits for them."""
+    from mlp_sweep.study import is_rdb
+
+    task = {
+        "study": study.study_name,
+        "storage": storage,
+        "folder": str(folder),
+        "objectives": list(objectives),
+    }
+    if not (is_rdb(storage) and _drawer.send(task)):
+        from mlp_sweep.plots import plot_study
+
+        plot_study(study, folder, objectives)
+
+
 def summarise(sweep_dir: Path) -> bool:
     """A sweep's summary at its end (tables and figure), after its runs' figures, by the
     process drawing them; then wait for every task handed over. If that process died before
@@ -176,13 +219,16 @@ def summarise(sweep_dir: Path) -> bool:
     if not _drawer.send(task):
         finish()
         return _try(task)
+    studies = _drawer.studies
     status = _drawer.finish()
     if status in (0, TABLES_FAILED):
         return status == 0
     # Only that process writes these (the sweep holds its folder).
-    for pattern in (".summary.*.tmp", "*/.curves.png.*.tmp"):
+    for pattern in (".summary.*.tmp", "*/.curves.png.*.tmp", ".optuna_*.png.*.tmp"):
         for leftover in Path(sweep_dir).glob(pattern):
             leftover.unlink(missing_ok=True)
+    for study in studies:
+        _try(study)
     return _try(task)
 
 
@@ -206,6 +252,7 @@ def serve(lines: Iterable[str] | None = None) -> bool:
     handed_all = threading.Event()
     threading.Thread(target=_read, args=(tasks, handed_all), daemon=True).start()
     written = True
+    forks: list[int] = []  # drawing a study's figures while the summary is written
     while (line := tasks.get()) is not None:
         if handed_all.is_set():
             rest = [line]
@@ -213,7 +260,16 @@ def serve(lines: Iterable[str] | None = None) -> bool:
                 rest.append(line)
             written = _do_in_two([json.loads(line) for line in rest], written)
             break
-        written = _do([json.loads(line)], written)
+        task = json.loads(line)
+        if "study" in task and (child := _fork()) is not None:
+            if child == 0:
+                _do([task])
+                os._exit(0)
+            forks.append(child)
+            continue
+        written = _do([task], written)
+    for child in forks:
+        os.waitpid(child, 0)
     gc.freeze()  # the process ends here, and the sweep waits for it (see app.run)
     sys.exit(0 if written else TABLES_FAILED)
 
@@ -235,12 +291,13 @@ def _read(tasks: queue.SimpleQueue[str | None], handed_all: threading.Event) -> 
 
 
 def _do_in_two(tasks: list[dict[str, Any]], written: bool) -> bool:
-    """:func:`_do` ``tasks`` (the last of a sweep, which waits for them), every other run's
-    figure in a fork of this process (on Linux, where forking a process that has imported
-    matplotlib is safe): a stacked group's members end together, and hand their figures over
-    at once. The summaries stay here, in order."""
-    theirs = [task for task in tasks if "curves" in task][1::2]
-    child = os.fork() if len(theirs) > 0 and sys.platform == "linux" else None
+    """:func:`_do` ``tasks`` (the last of a sweep, which waits for them), a study's figures
+    and every other run's figure in a fork of this process (:func:`_fork`): a stacked group's
+    members end together, and hand their figures over at once. The summaries stay here, in
+    order."""
+    studies = [task for task in tasks if "study" in task]
+    theirs = studies + [task for task in tasks if "curves" in task][len(studies) :: 2]
+    child = _fork() if theirs else None
     if child == 0:
         _do(theirs)
         os._exit(0)
@@ -251,16 +308,29 @@ def _do_in_two(tasks: list[dict[str, Any]], written: bool) -> bool:
     return written
 
 
+def _fork() -> int | None:
+    """``os.fork()`` on Linux, where forking a process that has imported matplotlib is safe;
+    None elsewhere (the caller then does the work itself)."""
+    return os.fork() if sys.platform == "linux" else None
+
+
 def _try(task: dict[str, Any]) -> bool:
     """Do ``task``; one that cannot be done gets a warning, and the sweep goes on. For a
     summary: whether its tables were written."""
     if "summary" in task:
         return _write_summary(task)
+    if "warm" in task:
+        _warm()
+        return True
     try:
-        _draw(task)
+        if "study" in task:
+            _draw_study(task)
+        else:
+            _draw(task)
         return True
     except Exception as err:
-        log.warning("%s could not be drawn: %s", task["path"], err)
+        what = f"the figures of study {task['study']}" if "study" in task else task["path"]
+        log.warning("%s could not be drawn: %s", what, one_line(err))
         return False
 
 
@@ -285,6 +355,26 @@ def _write_summary(task: dict[str, Any]) -> bool:
         except Exception as err:
             log.warning("%s could not be drawn: %s", png, err)
     return True
+
+
+def _warm() -> None:
+    """Import what drawing a study's figures needs."""
+    import optuna.importance
+    import optuna.visualization.matplotlib  # noqa: F401
+
+    from mlp_sweep import study  # noqa: F401
+
+
+def _draw_study(task: dict[str, Any]) -> None:
+    """Draw the study figures that ``task`` describes, from the study's database."""
+    import optuna
+
+    from mlp_sweep.plots import plot_study
+    from mlp_sweep.study import open_rdb
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=task["study"], storage=open_rdb(task["storage"]))
+    plot_study(study, Path(task["folder"]), task["objectives"])
 
 
 def _draw(task: dict[str, Any]) -> None:

@@ -47,11 +47,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from mlp_sweep import console, identity, job, loggers, objectives, records, spaces
+from mlp_sweep import console, drawing, identity, job, loggers, objectives, records, spaces
 from mlp_sweep.config import check_comparable, check_objective
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
-from mlp_sweep.plots import plot_study
 from mlp_sweep.study import ERROR, PRUNED_AT, RUN_DIR, TRUSTED, is_rdb, open_rdb, sqlite_file
 from mlp_sweep.sweepers import NopPrunerConf, failure
 
@@ -171,6 +170,7 @@ class Search(OptunaSweeperImpl):
         for params in self.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
         loggers.prepare(self.config, Path(self.sweep_dir))  # once the search is accepted
+        drawing.expect_study(self.storage)
         log.info(
             "study %s: %d of %d trials finished; sampler %s, %d per batch, storage %s",
             study.study_name,
@@ -369,7 +369,9 @@ class Search(OptunaSweeperImpl):
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         sweep_dir = Path(self.sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        plot_study(study, sweep_dir, objectives.names(self.config.objective))
+        drawing.study_figures(
+            study, self.storage, sweep_dir, objectives.names(self.config.objective)
+        )
         if not done:
             log.warning("study %s has no complete trial yet", study.study_name)
             return

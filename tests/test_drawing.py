@@ -12,12 +12,16 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from omegaconf import OmegaConf
 from test_faults import start
 
 from mlp_sweep import cli, drawing
 from mlp_sweep.callbacks import CollectSweep
+from mlp_sweep.records import STUDY_PLOTS
+
+STUDY = "optuna-mnist_5k-val_acc"  # hparams_search=optuna's study, on the default data
 
 PNG = b"\x89PNG"
 
@@ -79,6 +83,48 @@ def test_a_summary_lost_with_the_figures_process_is_written_by_the_sweep(tmp_pat
         assert (sweep / name).is_file(), name
     assert (sweep / "summary.md").read_text() in capsys.readouterr().out
     assert not leftover.exists()
+
+
+def test_a_studys_figures_lost_with_the_figures_process_are_drawn_by_the_sweep(tmp_path, run_app):
+    """The figures' process takes a search's study figures and dies before it draws them:
+    the sweep draws them itself, from the study's database, when it ends."""
+    search = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=1", "hidden=8"]
+    assert run_app(*search).code == 0
+    folder = tmp_path / "outputs" / "optuna" / STUDY
+    for name in STUDY_PLOTS:
+        (folder / name).unlink()
+    storage = f"sqlite:///{tmp_path}/outputs/optuna/{STUDY}.db"
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    drawing._drawer.start()
+    pid = drawing._drawer.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    drawing.study_figures(study, storage, folder, ["val_acc"])  # handed over, never drawn
+    threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()  # killed as the sweep waits
+    end = OmegaConf.create({"hydra": {"sweep": {"dir": str(folder)}}})
+    CollectSweep().on_multirun_end(config=end)
+    assert [(folder / name).read_bytes()[:4] for name in STUDY_PLOTS] == [PNG] * len(STUDY_PLOTS)
+
+
+def test_a_study_whose_figures_cannot_be_drawn_is_named_and_the_summary_is_written(
+    tmp_path, run_app
+):
+    assert run_app("-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=s").code == 0
+    storage = f"sqlite:///{tmp_path}/study.db"
+    optuna.create_study(study_name="other", storage=storage)
+    summary = tmp_path / "s" / "summary.md"
+    summary.unlink()
+    nowhere = {"study": "nowhere", "storage": storage, "folder": str(tmp_path / "s")}
+    end = {"summary": str(tmp_path / "s"), "metric": None, "live": False}
+    done = subprocess.run(
+        [sys.executable, "-c", "from mlp_sweep import drawing; drawing.serve()"],
+        input=f"{json.dumps({**nowhere, 'objectives': []})}\n{json.dumps(end)}\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: the figures of study nowhere could not be drawn" in done.stderr
+    assert summary.is_file()
 
 
 @pytest.mark.parametrize("blocked", ["summary.png", "summary.csv"])

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mlp_sweep.data import load
 from mlp_sweep.model import MLP
-from mlp_sweep.records import EPOCH_FIELDS, METRICS, write_csv
+from mlp_sweep.records import EPOCH_FIELDS, METRICS, STUDY_PLOTS, write_csv
 
 
 def only_run_dir(root: Path) -> Path:
@@ -231,6 +231,20 @@ def test_a_grid_leaves_pandas_and_matplotlib_to_the_process_drawing_its_figures(
     for name in ("summary.csv", "summary.md", "summary.png", "0/curves.png", "1/curves.png"):
         assert (sweep / name).is_file(), name
     assert (sweep / "summary.md").read_text().strip() in printed
+
+
+def test_a_search_leaves_its_study_figures_to_the_process_drawing_its_figures(tmp_path):
+    """Optuna's figures of a search's study (whose parameter importances import
+    scikit-learn) are drawn by the process drawing the sweep's figures, from the study's
+    database: the search imports no matplotlib, and when it ends every figure is there."""
+    load("mnist_5k", device=torch.device("cpu"), val_size=500)  # the data set's cache filled
+    search = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "epochs=1", "hidden=8"]
+    imported, printed = _imported_and_printed(tmp_path, *search)
+    assert imported == ["hydra", "omegaconf", "optuna", "torch"]
+    assert "Best trial: #" in printed
+    folder = tmp_path / "outputs" / "optuna" / "optuna-mnist_5k-val_acc"
+    for name in (*STUDY_PLOTS, "summary.png", "0/curves.png"):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG", name
 
 
 def test_collecting_and_comparing_sweeps_import_neither_torch_nor_hydra(tmp_path, run_app):
