@@ -360,6 +360,29 @@ def check_comparable(objective: Any, variants: set[str]) -> None:
             )
 
 
+def check_one_objective(objectives: Sequence[Any]) -> None:
+    """Raise ConfigError if the jobs of a sweep, whose ``objectives`` these are (job by job),
+    do not share one: its summary ranks all its runs by one.
+
+    >>> check_one_objective(["val_acc", ["val_acc", "n_params"]])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mlp_sweep.errors.ConfigError: objective differs between the jobs of this sweep (val_acc in \
+job 0, [val_acc,n_params] in job 1): ...
+    """
+    first: dict[str, int] = {}  # each objective, as written, and the first job that has it
+    for num, objective in enumerate(objectives):
+        names = [objective] if isinstance(objective, str) else [str(n) for n in objective]
+        first.setdefault(names[0] if len(names) == 1 else f"[{','.join(names)}]", num)
+    if len(first) > 1:
+        where = ", ".join(f"{shown} in job {num}" for shown, num in first.items())
+        raise ConfigError(
+            f"objective differs between the jobs of this sweep ({where}): a sweep ranks all "
+            "its runs by one objective; give one for the whole sweep, e.g. "
+            f"objective={next(iter(first))}"
+        )
+
+
 def _check_objectives(cfg: DictConfig, names: list[Any]) -> None:
     """A list objective: two or more different metrics, each an accuracy, a loss or a cost."""
     shown = f"objective={_show(names)}"

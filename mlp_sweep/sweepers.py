@@ -28,7 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 
 from mlp_sweep import records
 from mlp_sweep.compose import JobComposer
-from mlp_sweep.config import check_comparable
+from mlp_sweep.config import check_comparable, check_one_objective
 from mlp_sweep.errors import BadInput, RunFailed, SweepFailed, one_line
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,7 @@ class GridSweeper(BasicSweeper):
         configs = [composer.compose(j) for j in jobs]
         for cfg in configs:
             job.check(cfg)
+        check_one_objective([cfg.objective for cfg in configs])
         variants = {c.model.name for c in configs}
         for cfg in configs:
             check_comparable(cfg.objective, variants)

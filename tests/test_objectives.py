@@ -103,6 +103,11 @@ def test_a_timeout_starts_no_trial_after_it(run_app, tmp_path):
         ),
         (["-m", "objective=[val_acc]"], "a list needs two or more different metrics"),
         (
+            ["-m", "objective=val_acc,train_loss"],  # a grid's summary ranks by one
+            "objective differs between the jobs of this sweep (val_acc in job 0, train_loss in "
+            "job 1)",
+        ),
+        (
             ["hparams_search=optuna_pruned", "objective=[val_acc,n_params]"],
             "hydra/sweeper/pruner=median cannot prune a search with several objectives",
         ),
