@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -243,6 +243,16 @@ def _check_references(cfg: DictConfig) -> None:
         key=lambda k: isinstance(cfg._get_node(k), (DictConfig, ListConfig)),
     )
     for key in keys:
+        node = cfg._get_node(key)
+        raw = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
+        for where, value in _into_hydra_node(raw, str(key)):
+            # A sweeper checks a job's config with its hydra node, where this resolves; the
+            # job's own config has none, so each job would fail.
+            raise ConfigError(
+                f"{where} is invalid: {value} refers to the hydra node, which a job's config "
+                f"does not hold; Hydra's resolver reads it: {value.replace('${hydra.', '${hydra:')}"
+            )
+    for key in keys:
         try:
             value = cfg[key]
             if isinstance(value, (DictConfig, ListConfig)):
@@ -252,6 +262,21 @@ def _check_references(cfg: DictConfig) -> None:
             raise ConfigError(f"{err.full_key} is invalid: {reason}") from None
         except OmegaConfBaseException:
             pass
+
+
+def _into_hydra_node(raw: Any, key: str) -> Iterator[tuple[str, str]]:
+    """Each unresolved value under ``key`` that refers into the hydra node (``${hydra.x}``),
+    with its key as OmegaConf names it (``tags[0]``)."""
+    if isinstance(raw, dict):
+        for name, value in raw.items():
+            yield from _into_hydra_node(value, f"{key}.{name}")
+    elif isinstance(raw, list):
+        for i, value in enumerate(raw):
+            yield from _into_hydra_node(value, f"{key}[{i}]")
+    elif isinstance(raw, str) and "${hydra." in raw:
+        yield key, raw
+    elif hasattr(raw, "_value") and isinstance(raw._value(), str) and "${hydra." in raw._value():
+        yield key, raw._value()
 
 
 def _check_data(cfg: DictConfig) -> None:

@@ -144,6 +144,10 @@ def test_a_callback_target_that_is_not_trusted_is_one_line(run_app):
         (["-m", "tags=[${x}]"], "tags[0]", "Interpolation key 'x' not found"),
         (["-m", "hidden=10,20", "data.cache_dir=${nowhere:y}"], "data.cache_dir",
          "Unsupported interpolation type nowhere"),
+        # The sweeper sees the hydra node, where this resolves; each job's config has none.
+        (["-m", "hidden=10,20", "tags=[${hydra.job.name}]"], "tags[0]",
+         "${hydra.job.name} refers to the hydra node, which a job's config does not hold; "
+         "Hydra's resolver reads it: ${hydra:job.name}"),
     ],
 )  # fmt: skip
 def test_a_reference_that_cannot_resolve_is_one_line_and_nothing_is_written(
