@@ -33,6 +33,8 @@ logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO notes are 
 LOG_SCALE = ("lr", "init_std")
 LOG_SPAN = 20  # any other numeric parameter whose largest value is more than this x its least
 PARALLEL_FROM = 3  # swept parameters from which summary.png adds a parallel-coordinates panel
+LEGEND_BESIDE = 45  # runs' settings longer than this: the legend gets a row below the curves
+LEGEND_WIDE = 230  # and is cut at this many characters (the table holds every setting)
 
 
 def plot_curves(history: Mapping[str, Sequence[float]], path: Path, title: str = "") -> None:
@@ -105,28 +107,43 @@ def summary_figure(
         curve = curve.replace("val_", "train_")
     ncols = 4
     parallel = len(params) >= PARALLEL_FROM
-    # The curves, then the parameters, 4 to a row, then the parallel coordinates; only the
-    # panels drawn are made (an Axes costs about as much to make as to draw).
-    rows = 1 + -(-len(params) // ncols) + parallel
-    fig = Figure(figsize=(4.5 * ncols, 3.8 * rows))  # not pyplot's: nothing to close, faster import
-    grid = fig.add_gridspec(rows, ncols)
+    labels = {run: str(runs.at[run, "legend"] if run in runs.index else run) for run in histories}
+    few = len(histories) <= 12  # a legend of more runs hides the curves
+    # Settings too long for a legend beside the curves get a row of their own below them.
+    below = few and max(map(len, labels.values()), default=0) > LEGEND_BESIDE
+    # The curves, (their legend,) then the parameters, 4 to a row, then the parallel
+    # coordinates; only the panels drawn are made (an Axes costs about as much to make as to
+    # draw).
+    heights = [3.8] * (1 + -(-len(params) // ncols) + parallel)
+    if below:
+        heights.insert(1, 0.3 + 0.17 * len(histories))
+    # not pyplot's: nothing to close, faster import
+    fig = Figure(figsize=(4.5 * ncols, sum(heights)))
+    grid = fig.add_gridspec(len(heights), ncols, height_ratios=heights)
     # The curves take two panels each: a wide panel reads better than a legend.
     ax_curve = fig.add_subplot(grid[0, : ncols // 2])
     ax_loss = fig.add_subplot(grid[0, ncols // 2 :])
     for run, history in histories.items():
-        label = runs.at[run, "legend"] if run in runs.index else run
-        style = {"label": label, "alpha": 0.8, "marker": "o" if len(history) == 1 else None}
+        style = {"label": labels[run], "alpha": 0.8, "marker": "o" if len(history) == 1 else None}
         ax_curve.plot(history["epoch"], history[curve], **style)  # one epoch: a point
         ax_loss.plot(history["epoch"], history["train_loss"], **style)
-    few = len(histories) <= 12  # a legend of more runs hides the curves
-    _label(ax_curve, curve, legend=few)
-    _label(ax_loss, "train_loss", legend=few)
+    _label(ax_curve, curve, legend=few and not below)
+    _label(ax_loss, "train_loss", legend=few and not below)
+    if below:
+        ax_legend = fig.add_subplot(grid[1, :])
+        ax_legend.axis("off")
+        handles, texts = ax_curve.get_legend_handles_labels()
+        texts = [t if len(t) <= LEGEND_WIDE else f"{t[: LEGEND_WIDE - 1]}…" for t in texts]
+        ax_legend.legend(handles, texts, loc="upper left", fontsize="small", frameon=False)
+    first = 1 + below  # the first row of parameters
     for i, param in enumerate(params):
-        _scatter(fig.add_subplot(grid[1 + i // ncols, i % ncols]), runs, param, metric)
+        _scatter(fig.add_subplot(grid[first + i // ncols, i % ncols]), runs, param, metric)
     if parallel:
         _parallel(fig, fig.add_subplot(grid[-1, :]), runs, params, metric)
-    fig.suptitle(f"{len(runs)} runs; {metric} against each swept parameter")
-    _lay_out(fig)
+    # The title in the top 0.3 inches, which the layout leaves free (it lays out no title).
+    inch = 1 / fig.get_figheight()
+    fig.suptitle(f"{len(runs)} runs; {metric} against each swept parameter", y=1 - 0.1 * inch)
+    _lay_out(fig, top=1 - 0.3 * inch)
     return fig
 
 
@@ -182,8 +199,11 @@ def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     import pandas as pd  # the summary's figure only: a run's curves never need it
 
     values = pd.to_numeric(runs[param], errors="coerce")
-    if values.notna().all():
-        ax.scatter(values, runs[metric])
+    has = runs[param].notna()  # a define-by-run space draws some parameters for some runs only
+    flags = runs.loc[has, param].map(lambda value: isinstance(value, bool)).any()
+    if has.any() and values[has].notna().all() and not flags:
+        values = values[has]
+        ax.scatter(values, runs.loc[has, metric])
         if _log_scale(param, values):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide
@@ -194,7 +214,7 @@ def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
             ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
     else:  # categories, lists of layer widths, or a mix with None
         order = _categories(runs[param])
-        ax.scatter(runs[param].map(str).map(order.index), runs[metric])
+        ax.scatter(runs[param].map(_text).map(order.index), runs[metric])
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
         ax.set_xlim(-0.5, len(order) - 0.5)  # categories as columns, not at the edges
     ax.set_xlabel(param)
@@ -240,7 +260,8 @@ def _parallel(
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
                 zorder=3,
             )
-    ax.set_xticks(x, names)
+    long = max(map(len, names)) * len(names) > 110  # names that would run into each other
+    ax.set_xticks(x, names, rotation=20 if long else 0, ha="right" if long else "center")
     ax.set_xlim(-0.2, len(names) - 0.6)
     ax.set_ylim(-0.05, 1.05)
     ax.set_yticks([])
@@ -260,7 +281,7 @@ def _axis_positions(column: pd.Series, log: bool) -> tuple[np.ndarray, list[tupl
     if values.isna().any():
         order = _categories(column)
         step = 1 / max(len(order) - 1, 1)
-        positions = column.map(str).map(order.index).to_numpy(dtype=float) * step
+        positions = column.map(_text).map(order.index).to_numpy(dtype=float) * step
         return positions, [(i * step, label) for i, label in enumerate(order)]
     shown = (
         np.log10(values) if log and _log_scale(str(column.name), values) else values.astype(float)
@@ -275,7 +296,12 @@ def _axis_positions(column: pd.Series, log: bool) -> tuple[np.ndarray, list[tupl
 
 
 def _categories(column: pd.Series) -> list[str]:
-    return sorted(column.map(str).unique())  # astype(str) keeps NaN as NaN in pandas 3
+    return sorted(column.map(_text).unique())
+
+
+def _text(value: object) -> str:
+    """A value as an axis labels it: a float to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _log_scale(param: str, values: pd.Series) -> bool:
@@ -292,11 +318,11 @@ def _label(ax: Axes, ylabel: str, legend: bool = True) -> None:
         ax.legend(loc="best" if len(ax.lines) > 2 else "upper right", fontsize="small")
 
 
-def _lay_out(fig: Figure) -> None:
-    """Fit the panels and their labels into ``fig``, as ``Figure.tight_layout`` does, but
-    once: tight_layout leaves the figure a layout engine, and saving a figure that has one
-    draws it twice (the first time only to lay it out)."""
-    TightLayoutEngine().execute(fig)
+def _lay_out(fig: Figure, top: float = 1.0) -> None:
+    """Fit the panels and their labels into ``fig`` below ``top`` (a fraction of its height),
+    as ``Figure.tight_layout`` does, but once: tight_layout leaves the figure a layout engine,
+    and saving a figure that has one draws it twice (the first time only to lay it out)."""
+    TightLayoutEngine(rect=(0, 0, 1, top)).execute(fig)
 
 
 def save(fig: Figure, path: Path) -> None:

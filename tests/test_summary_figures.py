@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from mlp_sweep import cli
 from mlp_sweep.plots import plot_curves, save, summary_figure
@@ -90,3 +91,42 @@ def test_a_runs_curves_do_not_depend_on_the_runs_drawn_before_it(tmp_path):
         plot_curves(history, tmp_path / f"{name}.png", name[:-1])
     png = {path.stem: path.read_bytes() for path in tmp_path.glob("*.png")}
     assert png["full1"] == png["full2"] != png["short1"] == png["short2"]
+
+
+def test_settings_too_long_to_sit_beside_the_curves_get_a_legend_row_of_their_own():
+    # A define-by-run search varies many settings: each run's label is long.
+    names = [f"{i}: " + ", ".join(f"setting_{k}={i * k}" for k in range(12)) for i in range(8)]
+    names[-1] += " x" * 200  # longer than a row: cut, the table holds it whole
+    histories = {name: history([1.0, 2.0]) for name in names}
+    runs = pd.DataFrame(
+        {"legend": names, "lr": np.linspace(0.1, 0.8, 8), "val_acc": 0.5}, index=names
+    )
+    figure = summary_figure(runs, histories, ["lr"], "val_acc")
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    (legend,) = figure.legends + [ax.get_legend() for ax in figure.axes if ax.get_legend()]
+    box = legend.get_window_extent(renderer)
+    assert figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1  # not cut at an edge
+    assert figure.bbox.y0 <= box.y0 and box.y1 <= figure.bbox.y1
+    panels = [ax.get_window_extent(renderer) for ax in figure.axes if ax.axison]
+    assert len(panels) == 3 and not any(box.overlaps(panel) for panel in panels)
+    shown = [text.get_text() for text in legend.get_texts()]
+    assert shown[:-1] == names[:-1] and shown[-1].endswith("…") and len(shown[-1]) < 240
+
+
+def test_a_parameter_some_runs_lack_is_drawn_for_the_runs_that_have_it():
+    # A define-by-run space draws momentum for SGD only, nesterov as a flag or not at all.
+    names = ["a", "b", "c"]
+    histories = {name: history([1.0, 2.0]) for name in names}
+    runs = pd.DataFrame(
+        {"legend": names, "optimizer.momentum": [0.8627761218598525, np.nan, 0.3982],
+         "optimizer.nesterov": [True, None, False], "lr": [0.1, 0.2, 0.3],
+         "val_acc": [0.5, 0.6, 0.7]}, index=names,
+    )  # fmt: skip
+    figure = summary_figure(runs, histories, list(runs.columns[1:4]), "val_acc")
+    momentum, nesterov = figure.axes[2:4]
+    assert len(momentum.collections[0].get_offsets()) == 2  # the runs that have it
+    assert momentum.get_xscale() == "linear" and not momentum.get_xticklabels()[0].get_rotation()
+    assert [t.get_text() for t in nesterov.get_xticklabels()] == ["False", "None", "True"]
+    parallel = figure.axes[-2]  # then its colour bar
+    labels = {text.get_text() for text in parallel.texts}
+    assert {"0.8628", "0.3982"} <= labels and "0.8627761218598525" not in labels
