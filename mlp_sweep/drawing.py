@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
+_serving = False  # this process is the one drawing a sweep's figures (:func:`serve`)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)  # for a checkout not installed
 
 
@@ -184,9 +185,9 @@ def expect_study(storage: str | None) -> None:
     """A search has begun: if its study's figures will be drawn in the background (its
     ``storage`` is a database that process can open), that process imports their plotting
     code now, while the trials train, rather than once the search has ended."""
-    from mlp_sweep.study import is_rdb
+    from mlp_sweep.study import opens_elsewhere
 
-    if is_rdb(storage):
+    if opens_elsewhere(storage):
         _drawer.send({"warm": "study"})
 
 
@@ -196,7 +197,7 @@ def study_figures(
     """The figures of a search's ``study`` (:func:`plots.plot_study`) in ``folder``: in the
     background during a sweep if that process can open the study's ``storage`` (a SQL
     database), else here. :func:`summarise` waits for them."""
-    from mlp_sweep.study import is_rdb
+    from mlp_sweep.study import opens_elsewhere
 
     task = {
         "study": study.study_name,
@@ -204,7 +205,7 @@ def study_figures(
         "folder": str(folder),
         "objectives": list(objectives),
     }
-    if not (is_rdb(storage) and _drawer.send(task)):
+    if not (opens_elsewhere(storage) and _drawer.send(task)):
         from mlp_sweep.plots import plot_study
 
         plot_study(study, folder, objectives)
@@ -246,13 +247,15 @@ def serve(lines: Iterable[str] | None = None) -> bool:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     if lines is not None:
         return _do([json.loads(line) for line in lines])
+    global _serving
+    _serving = True
     # The sweep's tasks are read as they come, so that once it has handed over its last one
     # (and waits for them) the tasks left are known, and can be shared with a second core.
     tasks: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     handed_all = threading.Event()
     threading.Thread(target=_read, args=(tasks, handed_all), daemon=True).start()
     written = True
-    forks: list[int] = []  # drawing a study's figures while the summary is written
+    forks: list[tuple[int, list[dict[str, Any]]]] = []  # a study's figures, drawn meanwhile
     while (line := tasks.get()) is not None:
         if handed_all.is_set():
             rest = [line]
@@ -265,11 +268,11 @@ def serve(lines: Iterable[str] | None = None) -> bool:
             if child == 0:
                 _do([task])
                 os._exit(0)
-            forks.append(child)
+            forks.append((child, [task]))
             continue
         written = _do([task], written)
-    for child in forks:
-        os.waitpid(child, 0)
+    for child, theirs in forks:
+        _wait(child, theirs)
     gc.freeze()  # the process ends here, and the sweep waits for it (see app.run)
     sys.exit(0 if written else TABLES_FAILED)
 
@@ -304,8 +307,24 @@ def _do_in_two(tasks: list[dict[str, Any]], written: bool) -> bool:
     ours = tasks if child is None else [t for t in tasks if not any(t is x for x in theirs)]
     written = _do(ours, written)
     if child is not None:
-        os.waitpid(child, 0)
+        _wait(child, theirs)
     return written
+
+
+def _wait(child: int, tasks: list[dict[str, Any]]) -> None:
+    """Wait for the fork ``child`` doing ``tasks``; if it did not end well (killed, say), do
+    them here, over what it left half-written."""
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) == 0:
+        return
+    for task in tasks:
+        if "study" in task:
+            leftovers = Path(task["folder"]).glob(".optuna_*.png.*.tmp")
+        else:
+            leftovers = Path(task["path"]).parent.glob(f".{Path(task['path']).name}.*.tmp")
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
+    _do(tasks)
 
 
 def _fork() -> int | None:
@@ -372,7 +391,10 @@ def _draw_study(task: dict[str, Any]) -> None:
     from mlp_sweep.plots import plot_study
     from mlp_sweep.study import open_rdb
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if _serving:  # Optuna's notes on figures it cannot make repeat the search's own
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()  # its errors: as this process's warnings
     study = optuna.load_study(study_name=task["study"], storage=open_rdb(task["storage"]))
     plot_study(study, Path(task["folder"]), task["objectives"])
 

@@ -33,6 +33,20 @@ def is_rdb(url: Any) -> bool:
     return isinstance(url, str) and url.split(":")[0].split("+")[0] in RDB_SCHEMES
 
 
+def opens_elsewhere(url: Any) -> bool:
+    """Whether another process can open the storage ``url``: a SQL database on a server or in
+    a file, not in this process's memory.
+
+    >>> [opens_elsewhere(url) for url in ("sqlite:///s.db", "postgresql://h/db")]
+    [True, True]
+    >>> [opens_elsewhere(url) for url in ("sqlite:///:memory:", "sqlite://", None)]
+    [False, False, False]
+    """
+    if not is_rdb(url) or not url.startswith("sqlite"):
+        return is_rdb(url)
+    return sqlite_file(url) not in (None, Path(""), Path(":memory:"))
+
+
 def sqlite_file(url: Any) -> Path | None:
     """The database file of a SQLite storage; None for any other storage.
 

@@ -105,6 +105,54 @@ def test_a_studys_figures_lost_with_the_figures_process_are_drawn_by_the_sweep(t
     assert [(folder / name).read_bytes()[:4] for name in STUDY_PLOTS] == [PNG] * len(STUDY_PLOTS)
 
 
+def _serve() -> subprocess.Popen[str]:
+    """A figures' process, as a sweep starts it, fed by the caller."""
+    code = "from mlp_sweep import drawing; drawing.serve()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the fork in /proc")
+def test_a_studys_figures_lost_with_the_fork_drawing_them_are_drawn_again(tmp_path, run_app):
+    """The figures' process draws a study's figures in a fork of itself; the fork is killed
+    (mid-write, say): the process draws them itself, over what the fork left, and ends well."""
+    search = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=1", "hidden=8"]
+    assert run_app(*search).code == 0
+    folder = tmp_path / "outputs" / "optuna" / STUDY
+    for name in STUDY_PLOTS:
+        (folder / name).unlink()
+    leftover = folder / ".optuna_history.png.k1ll3d.tmp"  # a fork killed mid-write leaves it
+    leftover.write_bytes(PNG)
+    storage = f"sqlite:///{tmp_path}/outputs/optuna/{STUDY}.db"
+    task = {"study": STUDY, "storage": storage, "folder": str(folder), "objectives": ["val_acc"]}
+    proc = _serve()
+    proc.stdin.write(json.dumps(task) + "\n")
+    proc.stdin.flush()
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not children.read_text().split():
+        time.sleep(0.001)
+    os.kill(int(children.read_text().split()[0]), signal.SIGKILL)
+    proc.stdin.close()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert [(folder / name).read_bytes()[:4] for name in STUDY_PLOTS] == [PNG] * len(STUDY_PLOTS)
+    assert not leftover.exists()
+
+
+def test_optunas_notes_on_a_study_it_cannot_plot_are_left_to_the_search(tmp_path):
+    # The search says the study has no complete trial; Optuna's own notes, in its own format
+    # and after the command may have ended, only repeat it.
+    storage = f"sqlite:///{tmp_path}/study.db"
+    study = optuna.create_study(study_name="failing", storage=storage)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    task = {"study": "failing", "storage": storage, "folder": str(tmp_path), "objectives": []}
+    proc = _serve()
+    _, said = proc.communicate(json.dumps(task) + "\n", timeout=120)
+    assert proc.returncode == 0
+    assert said == ""
+
+
 def test_a_study_whose_figures_cannot_be_drawn_is_named_and_the_summary_is_written(
     tmp_path, run_app
 ):
