@@ -118,6 +118,7 @@ class Search(OptunaSweeperImpl):
         loggers.check(config)  # before the first trial, not once in every trial
         check_objective(config)  # the study's directions come from it
         _check_pruning(config)
+        _check_study(self.study_name, self.storage)
         if self.storage is None and config.hydra.sweeper.pruner._target_ != NopPrunerConf._target_:
             log.warning("the study is in memory, out of the trials' reach: no pruning")
         wanted = _direction(config.objective)
@@ -462,6 +463,21 @@ class _Grid(optuna.samplers.GridSampler):
 
     def after_trial(self, *args: Any) -> None:
         pass
+
+
+def _check_study(name: Any, storage: Any) -> None:
+    """A study needs a name, and a storage Optuna can open from a URL: a database, or none."""
+    if not name:
+        raise ConfigError(
+            f"hydra.sweeper.study_name={'null' if name is None else repr(name)} is invalid: "
+            "a search's study needs a name; "
+            "give one, or leave the default (<search>-<data>-<objective>)"
+        )
+    if isinstance(storage, str) and not is_rdb(storage):
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage!r} is invalid: give a database URL (sqlite:///"
+            "<file>, postgresql://..., mysql://...), or null to keep the study in memory"
+        )
 
 
 def _trials_before(study_name: str, storage: Any) -> int:
