@@ -92,7 +92,7 @@ def main() -> None:
     try:
         _hydra_main()
     except KeyboardInterrupt:
-        print("interrupted; finished runs and the summary are kept", file=sys.stderr)
+        print(f"interrupted; {_kept()}", file=sys.stderr)
         sys.exit(INTERRUPTED)
     except (
         BadInput,
@@ -149,6 +149,17 @@ def _unknown_setting(err: TypeError) -> ConfigError | None:
         f"{node}.{key} is invalid: {name} takes no such setting; allowed: "
         f"{', '.join(takes) or 'none'}"
     )
+
+
+def _kept() -> str:
+    """What an interrupted command kept, in words."""
+    from mlp_sweep import callbacks  # a sweep has imported it; a single run has not
+
+    if callbacks.swept is None:
+        return "the run's epochs so far are kept (the same command continues it)"
+    if callbacks.summarised:
+        return "finished runs and the summary are kept"
+    return f"finished runs are kept; `mlp-sweep collect {callbacks.swept}` summarises them"
 
 
 def _bad_input(err: BaseException) -> NoReturn:

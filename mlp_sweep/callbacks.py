@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 # The watch of the sweep this process runs. Kept here, not on the callback: launchers that
 # run jobs in other processes pickle the callbacks, and a watch holds a thread and a lock.
 _watch: SweepWatch | None = None
+# The folder of the sweep this process ran, and whether its summary was written: what an
+# interrupted command says it kept.
+swept: Path | None = None
+summarised = False
 
 
 class CollectSweep(Callback):
@@ -33,7 +37,8 @@ class CollectSweep(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _watch
+        global _watch, swept
+        swept = Path(config.hydra.sweep.dir)
         try:
             check_objective(config)  # the watch ranks the runs by it
         except ConfigError:  # the sweeper refuses the sweep, in one line of its own
@@ -48,7 +53,7 @@ class CollectSweep(Callback):
         _watch.job_ended(Path(config.hydra.runtime.output_dir), failure(job_return))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global _watch
+        global _watch, summarised
         # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight:
         # a sweep refused for bad input ran nothing, and reports and rewrites nothing (its
         # folder may be another sweep's, in use).
@@ -61,6 +66,7 @@ class CollectSweep(Callback):
         if not sweep_dir.is_dir() or refused:
             drawing.finish()
         elif drawing.summarise(sweep_dir) and table.exists():  # every file is there now
+            summarised = True
             print(table.read_text(), flush=True)
             log.info("summary written to %s", table)
         if sweep_dir.is_dir():  # a figure lost with its process (killed) is drawn here

@@ -51,7 +51,16 @@ from mlp_sweep import console, drawing, identity, job, loggers, objectives, reco
 from mlp_sweep.config import check_comparable, check_objective
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
-from mlp_sweep.study import ERROR, PRUNED_AT, RUN_DIR, TRUSTED, is_rdb, open_rdb, sqlite_file
+from mlp_sweep.study import (
+    ERROR,
+    PRUNED_AT,
+    RUN_DIR,
+    TRUSTED,
+    is_rdb,
+    open_rdb,
+    opens_elsewhere,
+    sqlite_file,
+)
 from mlp_sweep.sweepers import NopPrunerConf, failure
 
 log = logging.getLogger(__name__)
@@ -477,6 +486,11 @@ def _check_study(name: Any, storage: Any) -> None:
         raise ConfigError(
             f"hydra.sweeper.storage={storage!r} is invalid: give a database URL (sqlite:///"
             "<file>, postgresql://..., mysql://...), or null to keep the study in memory"
+        )
+    if is_rdb(storage) and not opens_elsewhere(storage):  # each opening gets a new database
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage!r} is invalid: a SQLite database in memory is lost "
+            "between trials; give a file (sqlite:///<file>), or null to keep the study in memory"
         )
 
 

@@ -69,7 +69,9 @@ def interrupted_grid(tmp_path_factory) -> Path:
 def test_ctrl_c_marks_the_run_interrupted_and_keeps_what_finished(interrupted_grid):
     result = read(interrupted_grid / "result.json")
     assert result["code"] == 130
-    assert result["err"].strip().splitlines()[-1].startswith("interrupted")
+    assert result["err"].strip().splitlines()[-1] == (
+        "interrupted; finished runs and the summary are kept"
+    )
     grid = interrupted_grid / "grid"
     assert read(grid / "0" / "metrics.json")["status"] == "complete"
     stopped = read(grid / "1" / "metrics.json")
@@ -120,6 +122,19 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     assert resumed["status"] == "complete"
     assert resumed["final"] == uninterrupted["final"]
     assert values(resumed["history"]) == values(uninterrupted["history"])
+
+
+def test_ctrl_c_of_one_run_says_what_it_keeps_and_no_summary(tmp_path):
+    proc = start(*SLOW, "hydra.run.dir=one", cwd=tmp_path)
+    wait_for_epoch(tmp_path / "one" / "metrics.json", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "interrupted; the run's epochs so far are kept (the same command continues it)"
+    )
+    assert read(tmp_path / "one" / "metrics.json")["status"] == "interrupted"
+    assert not list(tmp_path.rglob("summary*"))
 
 
 def test_resume_false_starts_afresh(run_app, tmp_path):

@@ -158,6 +158,8 @@ def test_the_direction_follows_the_objective(run_app, tmp_path):
         (["hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none"], "hydra.sweeper.storage="),
         (["hydra.sweeper.storage=foo://x"], "hydra.sweeper.storage='foo://x' is invalid: give a"),
         (["hydra.sweeper.study_name=null"], "hydra.sweeper.study_name=null is invalid"),
+        (["hydra.sweeper.storage=sqlite:///:memory:"], "is lost between trials"),
+        (["hydra.sweeper.storage=sqlite://"], "storage='sqlite://' is invalid"),
         (["hydra.sweeper.max_failure_rate=2"], "max_failure_rate=2.0 is invalid"),
         (["objective=val_loss"], "cannot rank runs of both sigmoid_mse and softmax_ce"),
         (["hydra/sweeper/sampler=grid"], "sampler=grid needs a finite set of values"),
