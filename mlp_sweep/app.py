@@ -24,9 +24,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from mlp_sweep.config import NO_SEARCH, is_search
+from mlp_sweep.config import NO_SEARCH, is_search, resolver_said
 from mlp_sweep.errors import (
     BAD_INPUT,
     INTERRUPTED,
@@ -52,11 +52,14 @@ def _hydra_main(cfg: DictConfig) -> float:
 
     try:
         return job.run(cfg)
-    except (BadInput, RunFailed, KeyboardInterrupt) as err:
+    # A value that resolves only as the job runs (${oc.env:X}, ${hydra:...}) may fail there.
+    except (BadInput, RunFailed, KeyboardInterrupt, InterpolationResolutionError) as err:
         if HydraConfig.get().mode == RunMode.RUN:  # in a sweep the sweeper records it
             folder = Path(HydraConfig.get().runtime.output_dir)
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()  # made by Hydra for a run that never started
+            if isinstance(err, InterpolationResolutionError):
+                _bad_input(err)
             if not isinstance(err, KeyboardInterrupt):
                 _fail(err)
         raise
@@ -196,6 +199,8 @@ def describe(err: BaseException) -> str:
     if first.endswith(":") and len(lines) > 1:  # "ConfigKeyError raised while composing
         first = f"{first} {lines[1]}"  # config:", with the reason on the next line
     cause = err.__cause__
+    if isinstance(err, InterpolationResolutionError) and err.full_key:  # what the resolver said
+        return f"{err.full_key} is invalid: {resolver_said(err)}"
     if isinstance(cause, OmegaConfBaseException):
         return f"{first.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
     return first

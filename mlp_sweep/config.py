@@ -20,6 +20,7 @@ from hydra.utils import get_method
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     InterpolationKeyError,
+    InterpolationResolutionError,
     OmegaConfBaseException,
     UnsupportedInterpolationType,
 )
@@ -234,17 +235,20 @@ def _check_keys(cfg: DictConfig) -> None:
 
 def _check_references(cfg: DictConfig) -> None:
     """Reject a value that refers to a key the config lacks (``${x}``) or to a resolver
-    nobody registered (``${nowhere:x}``): a run would stop on it only once it took its folder.
-    Anything else a value's resolution raises is left to the run (``${hydra:...}`` resolves
-    against each job's own Hydra config, set only when the job runs)."""
+    nobody registered (``${nowhere:x}``), and one a resolver refuses (``${oc.env:UNSET}``): a
+    run would stop on it only once it took its folder. In a config that uses ``${hydra:...}``,
+    which resolves against each job's own Hydra config as it runs, a resolver's refusal is left
+    to the run."""
     # The top-level knobs first: ``optimizer.lr: ${lr}`` fails because of ``lr``.
     keys = sorted(
         (k for k in cfg if k != "hydra"),
         key=lambda k: isinstance(cfg._get_node(k), (DictConfig, ListConfig)),
     )
+    per_job = False  # ${hydra:...} resolves against each job's own Hydra config, as it runs
     for key in keys:
         node = cfg._get_node(key)
         raw = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
+        per_job = per_job or "${hydra:" in str(raw)
         for where, value in _into_hydra_node(raw, str(key)):
             # A sweeper checks a job's config with its hydra node, where this resolves; the
             # job's own config has none, so each job would fail.
@@ -260,8 +264,26 @@ def _check_references(cfg: DictConfig) -> None:
         except (InterpolationKeyError, UnsupportedInterpolationType) as err:
             reason = str(err).splitlines()[0]  # the lines below repeat the key and its types
             raise ConfigError(f"{err.full_key} is invalid: {reason}") from None
+        except InterpolationResolutionError as err:  # a resolver refused (${oc.env:UNSET})
+            if not per_job:
+                raise ConfigError(f"{err.full_key} is invalid: {resolver_said(err)}") from None
         except OmegaConfBaseException:
             pass
+
+
+def resolver_said(err: InterpolationResolutionError) -> str:
+    """What the resolver that raised ``err`` said, without OmegaConf's wrapping.
+
+    >>> from omegaconf import OmegaConf
+    >>> try:
+    ...     OmegaConf.create({"lr": "${oc.env:MLP_SWEEP_UNSET}"}).lr
+    ... except InterpolationResolutionError as err:
+    ...     resolver_said(err)
+    "Environment variable 'MLP_SWEEP_UNSET' not found"
+    """
+    first = str(err).strip().splitlines()[0]
+    said = re.fullmatch(r"\w+ raised while resolving interpolation: \"?(.+?)\"?", first)
+    return said.group(1) if said else first
 
 
 def _into_hydra_node(raw: Any, key: str) -> Iterator[tuple[str, str]]:

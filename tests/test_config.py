@@ -144,6 +144,12 @@ def test_a_callback_target_that_is_not_trusted_is_one_line(run_app):
         (["-m", "tags=[${x}]"], "tags[0]", "Interpolation key 'x' not found"),
         (["-m", "hidden=10,20", "data.cache_dir=${nowhere:y}"], "data.cache_dir",
          "Unsupported interpolation type nowhere"),
+        (["lr=${oc.env:MLP_SWEEP_UNSET}"], "lr",
+         "Environment variable 'MLP_SWEEP_UNSET' not found"),
+        (["-m", "hidden=10,20", "lr=${oc.env:MLP_SWEEP_UNSET}"], "lr",
+         "Environment variable 'MLP_SWEEP_UNSET' not found"),
+        (["hparams_search=optuna", "tags=[${oc.env:MLP_SWEEP_UNSET}]"], "tags[0]",
+         "Environment variable 'MLP_SWEEP_UNSET' not found"),  # before its study is made
         # The sweeper sees the hydra node, where this resolves; each job's config has none.
         (["-m", "hidden=10,20", "tags=[${hydra.job.name}]"], "tags[0]",
          "${hydra.job.name} refers to the hydra node, which a job's config does not hold; "
@@ -158,6 +164,7 @@ def test_a_reference_that_cannot_resolve_is_one_line_and_nothing_is_written(
     (line,) = result.err.strip().splitlines()
     assert line == f"error: {key} is invalid: {reason}"
     assert not (tmp_path / "out/run").exists() and not (tmp_path / "out/sweep").exists()
+    assert not (tmp_path / "outputs").exists()  # a search's study
 
 
 @pytest.mark.parametrize("sweep", [["-m"], ["hparams_search=optuna"]], ids=["grid", "search"])
