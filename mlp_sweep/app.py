@@ -56,13 +56,22 @@ def _hydra_main(cfg: DictConfig) -> float:
     except (BadInput, RunFailed, KeyboardInterrupt, InterpolationResolutionError) as err:
         if HydraConfig.get().mode == RunMode.RUN:  # in a sweep the sweeper records it
             folder = Path(HydraConfig.get().runtime.output_dir)
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()  # made by Hydra for a run that never started
+            _remove_if_empty(folder)  # made by Hydra for a run that never started
             if isinstance(err, InterpolationResolutionError):
                 _bad_input(err)
             if not isinstance(err, KeyboardInterrupt):
                 _fail(err)
         raise
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it is empty, and the empty folders above it below the working
+    directory (``outputs/runs`` of ``outputs/runs/<time>``: Hydra made them for this run)."""
+    cwd = Path.cwd()
+    for each in (folder, *folder.parents):
+        if not each.is_dir() or any(each.iterdir()) or (each != folder and cwd not in each.parents):
+            return
+        each.rmdir()
 
 
 def run() -> None:

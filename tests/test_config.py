@@ -167,6 +167,13 @@ def test_a_reference_that_cannot_resolve_is_one_line_and_nothing_is_written(
     assert not (tmp_path / "outputs").exists()  # a search's study
 
 
+@pytest.mark.parametrize("bad", ["lr=-1", "lr=${oc.env:MLP_SWEEP_UNSET}"])
+def test_a_run_refused_in_its_default_folder_leaves_no_folder(run_app, tmp_path, bad):
+    result = run_app(bad, "epochs=1")  # outputs/runs/<date>/<time>, as the README's first run
+    assert result.code == 2 and result.err.startswith("error: lr")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("sweep", [["-m"], ["hparams_search=optuna"]], ids=["grid", "search"])
 @pytest.mark.parametrize("bad", ["objective=val_ac", "tags=[${x}]"])
 def test_a_sweep_refused_for_bad_input_says_why_in_one_line(run_app, recwarn, sweep, bad):
