@@ -482,6 +482,11 @@ def _check_study(name: Any, storage: Any) -> None:
             "a search's study needs a name; "
             "give one, or leave the default (<search>-<data>-<objective>)"
         )
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ConfigError(
+            f"hydra.sweeper.study_name={name!r} is invalid: it names the study's folder; "
+            "give a name without / or \\, other than . and .."
+        )
     if isinstance(storage, str) and not is_rdb(storage):
         raise ConfigError(
             f"hydra.sweeper.storage={storage!r} is invalid: give a database URL (sqlite:///"

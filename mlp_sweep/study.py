@@ -21,7 +21,7 @@ TRUSTED = {
     "sampler": ("optuna.samplers.*", "hydra_plugins.hydra_optuna_sweeper.*"),
     "pruner": ("optuna.pruners.*",),
 }
-RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb")
 
 
 def is_rdb(url: Any) -> bool:
@@ -41,25 +41,41 @@ def opens_elsewhere(url: Any) -> bool:
     [True, True]
     >>> [opens_elsewhere(url) for url in ("sqlite:///:memory:", "sqlite://", None)]
     [False, False, False]
+    >>> opens_elsewhere("sqlite:///file:m?mode=memory&uri=true")
+    False
     """
-    if not is_rdb(url) or not url.startswith("sqlite"):
+    if _scheme(url) != "sqlite":
         return is_rdb(url)
-    return sqlite_file(url) not in (None, Path(""), Path(":memory:"))
+    return sqlite_file(url) is not None
 
 
 def sqlite_file(url: Any) -> Path | None:
-    """The database file of a SQLite storage; None for any other storage.
+    """The database file of a SQLite storage; None for any other storage, and for a SQLite
+    database in memory.
 
     >>> sqlite_file("sqlite:///outputs/optuna/s.db"), sqlite_file("postgresql://h/db")
     (PosixPath('outputs/optuna/s.db'), None)
     >>> sqlite_file("sqlite:////tmp/50%25%3F/s.db?timeout=5")
     PosixPath('/tmp/50%?/s.db')
+    >>> sqlite_file("sqlite+pysqlite:///s.db"), sqlite_file("sqlite:///file:s.db?uri=true")
+    (PosixPath('s.db'), PosixPath('s.db'))
     """
-    if isinstance(url, str) and url.startswith("sqlite:///"):
-        from sqlalchemy.engine import make_url  # as the storage reads it: %-escapes, ?query
+    if _scheme(url) != "sqlite":
+        return None
+    from sqlalchemy.engine import make_url  # as the storage reads it: %-escapes, ?query
 
-        return Path(make_url(url).database or "")
-    return None
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.query.get("uri") == "true":  # a URI filename: file:<path>?mode=...
+        if parsed.query.get("mode") == "memory":
+            return None
+        database = database.removeprefix("file:")
+    return None if database in ("", ":memory:") else Path(database)
+
+
+def _scheme(url: Any) -> str | None:
+    """A database URL's dialect, without its driver: ``sqlite`` of ``sqlite+pysqlite:///``."""
+    return url.split(":")[0].split("+")[0] if is_rdb(url) else None
 
 
 def open_rdb(url: str, **heartbeat: Any) -> RDBStorage:

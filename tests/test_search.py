@@ -148,6 +148,17 @@ def test_the_direction_follows_the_objective(run_app, tmp_path):
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
 
 
+def test_a_sqlite_url_naming_its_driver_holds_the_study_in_its_file(run_app, tmp_path):
+    url = f"sqlite+pysqlite:///{tmp_path}/new/s.db"  # a folder that does not exist yet
+    result = run_app(
+        "hparams_search=optuna", f"hydra.sweeper.storage={url}", "hydra.sweeper.study_name=s",
+        "hydra.sweeper.n_trials=1", "epochs=1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/new/s.db").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"]
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -159,6 +170,9 @@ def test_the_direction_follows_the_objective(run_app, tmp_path):
         (["hydra.sweeper.storage=foo://x"], "hydra.sweeper.storage='foo://x' is invalid: give a"),
         (["hydra.sweeper.study_name=null"], "hydra.sweeper.study_name=null is invalid"),
         (["hydra.sweeper.storage=sqlite:///:memory:"], "is lost between trials"),
+        (["hydra.sweeper.storage='sqlite:///file:m?mode=memory&uri=true'"], "lost between trials"),
+        (["hydra.sweeper.storage=sqlite+pysqlite:///:memory:"], "is lost between trials"),
+        (["hydra.sweeper.study_name=a/b"], "hydra.sweeper.study_name='a/b' is invalid"),
         (["hydra.sweeper.storage=sqlite://"], "storage='sqlite://' is invalid"),
         (["hydra.sweeper.max_failure_rate=2"], "max_failure_rate=2.0 is invalid"),
         (["objective=val_loss"], "cannot rank runs of both sigmoid_mse and softmax_ce"),
