@@ -7,6 +7,7 @@ import inspect
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -26,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
+from mlp_sweep import interrupts, records
 from mlp_sweep.config import NO_SEARCH, is_search, resolver_said
 from mlp_sweep.errors import (
     BAD_INPUT,
@@ -48,15 +50,19 @@ _MODE_FLAGS |= {"--hydra-help", "-sc", "--shell-completion"}
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED_TARGETS)
 def _hydra_main(cfg: DictConfig) -> float:
-    from mlp_sweep import job  # here: --help and --cfg never import torch
-
+    global _run_dir
+    if HydraConfig.get().mode == RunMode.RUN:
+        _run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        from mlp_sweep import job  # here: --help and --cfg never import torch
+
         return job.run(cfg)
     # A value that resolves only as the job runs (${oc.env:X}, ${hydra:...}) may fail there.
     except (BadInput, RunFailed, KeyboardInterrupt, InterpolationResolutionError) as err:
-        if HydraConfig.get().mode == RunMode.RUN:  # in a sweep the sweeper records it
-            folder = Path(HydraConfig.get().runtime.output_dir)
-            _remove_if_empty(folder)  # made by Hydra for a run that never started
+        if _run_dir is not None:  # in a sweep the sweeper records it
+            _remove_if_empty(_run_dir)  # made by Hydra for a run that never started
+            if interrupts.pressed():  # what failed after Ctrl-C failed because of it
+                raise KeyboardInterrupt from None
             if isinstance(err, InterpolationResolutionError):
                 _bad_input(err)
             if not isinstance(err, KeyboardInterrupt):
@@ -101,8 +107,17 @@ def main() -> None:
     args = sys.argv[1:]
     if is_search(args) and not _MODE_FLAGS & set(args):
         sys.argv.insert(1, "--multirun")
+    global _run_dir, _started
+    _run_dir, _started = None, time.time()
+    interrupts.catch()
     try:
-        _hydra_main()
+        try:
+            _hydra_main()
+        except Exception:
+            if interrupts.pressed():  # what failed after Ctrl-C failed because of it
+                raise KeyboardInterrupt from None
+            raise
+        interrupts.check()  # one lost on its way (see mlp_sweep.interrupts) ends it all the same
     except KeyboardInterrupt:
         print(f"interrupted; {_kept()}", file=sys.stderr)
         sys.exit(INTERRUPTED)
@@ -164,14 +179,33 @@ def _unknown_setting(err: TypeError) -> ConfigError | None:
 
 
 def _kept() -> str:
-    """What an interrupted command kept, in words."""
+    """What an interrupted command kept, in words, as its folders show it."""
     from mlp_sweep import callbacks  # a sweep has imported it; a single run has not
 
-    if callbacks.swept is None:
-        return "the run's epochs so far are kept (the same command continues it)"
-    if callbacks.summarised:
+    if _run_dir is not None:  # a single run
+        if _run_dir.is_dir():
+            _remove_if_empty(_run_dir)
+        if not _run_dir.is_dir():
+            return "the run had not started; nothing was written"
+        shown = _shown(_run_dir)
+        return f"the run's epochs so far are kept in {shown}; hydra.run.dir={shown} continues it"
+    swept = callbacks.swept
+    if swept is None or not swept.is_dir():
+        return "no run had started; nothing was written"
+    summary = swept / records.SUMMARY_MD
+    if summary.exists() and summary.stat().st_mtime >= _started:
         return "finished runs and the summary are kept"
-    return f"finished runs are kept; `mlp-sweep collect {callbacks.swept}` summarises them"
+    return f"the runs are kept as they ended; `mlp-sweep collect {_shown(swept)}` summarises them"
+
+
+def _shown(folder: Path) -> str:
+    """``folder`` as the user would type it: relative to the working directory if inside."""
+    return str(folder.relative_to(Path.cwd())) if folder.is_relative_to(Path.cwd()) else str(folder)
+
+
+# The folder of the single run this process runs (None in a sweep), and when it started.
+_run_dir: Path | None = None
+_started = 0.0
 
 
 def _bad_input(err: BaseException) -> NoReturn:

@@ -25,7 +25,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mlp_sweep import checkpoint, console, drawing, loggers, objectives, records
+from mlp_sweep import checkpoint, console, drawing, interrupts, loggers, objectives, records
 from mlp_sweep import data as data_mod
 from mlp_sweep.config import flatten, hidden_sizes, is_alias, validate
 from mlp_sweep.errors import ConfigError, RunFailed, one_line
@@ -253,6 +253,7 @@ class Life:
 def prepare(cfg: DictConfig, hydra_cfg: DictConfig, full_cfg: DictConfig | None = None) -> Life:
     """Check ``cfg`` and decide what the run does with its folder; nothing is written.
     Raises ConfigError for bad input or a folder the run may not use."""
+    interrupts.check()  # Ctrl-C pressed, and lost where Python drops it: no further job
     started = time.perf_counter()
     check(cfg)
     study = OmegaConf.select(hydra_cfg, "sweeper.study_name", default=None)

@@ -13,6 +13,9 @@ import optuna
 import pytest
 from conftest import REPO
 
+from mlp_sweep import job
+from mlp_sweep.errors import ConfigError
+
 # Big enough that an epoch of mnist_5k takes a noticeable fraction of a second, and long
 # enough that a run stopped after its second epoch has three more to go.
 SLOW = ["hidden=[1500]", "epochs=5"]
@@ -131,10 +134,66 @@ def test_ctrl_c_of_one_run_says_what_it_keeps_and_no_summary(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == (
-        "interrupted; the run's epochs so far are kept (the same command continues it)"
+        "interrupted; the run's epochs so far are kept in one; hydra.run.dir=one continues it"
     )
     assert read(tmp_path / "one" / "metrics.json")["status"] == "interrupted"
     assert not list(tmp_path.rglob("summary*"))
+
+
+@pytest.fixture
+def ctrl_c():
+    """SIGINT handled as in a terminal's command (a test worker may have it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+class Dropped:
+    """An object whose end presses Ctrl-C: Python drops the KeyboardInterrupt raised in a
+    ``__del__`` ("Exception ignored in ..."), as it drops one raised in a weakref callback
+    while torch is imported."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_a_ctrl_c_that_python_drops_stops_the_sweep_at_its_next_job(
+    run_app, tmp_path, monkeypatch, ctrl_c
+):
+    real_load_data = job.load_data
+
+    def load_data(cfg, device):  # as the first job starts training
+        if list(cfg.hidden) == [20]:
+            Dropped()  # made and ended here
+        return real_load_data(cfg, device)
+
+    monkeypatch.setattr(job, "load_data", load_data)
+    grid = ["-m", "hidden=[20],[30]", "epochs=1", "hydra/launcher=basic", "hydra.sweep.dir=s"]
+    result = run_app(*grid)
+    assert result.code == 130, result.err
+    assert result.err.strip().splitlines()[-1] == (
+        "interrupted; finished runs and the summary are kept"
+    )
+    assert read(tmp_path / "s" / "0" / "metrics.json")["status"] == "complete"
+    assert not (tmp_path / "s" / "1" / "metrics.json").exists()
+
+
+def test_an_error_that_follows_ctrl_c_is_reported_as_the_interrupt(
+    run_app, tmp_path, monkeypatch, ctrl_c
+):
+    def check(cfg):  # as Hydra's composition was: interrupted half-way, it failed another way
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise ConfigError("x is invalid: half-made") from None
+
+    monkeypatch.setattr(job, "check", check)
+    result = run_app("epochs=1")
+    assert result.code == 130, result.err
+    assert result.err.strip().splitlines() == [
+        "interrupted; the run had not started; nothing was written"
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_false_starts_afresh(run_app, tmp_path):
