@@ -204,8 +204,8 @@ def train(life: Life, progress: bool | None = None) -> float | list[float]:
     splits = load_data(cfg, life.device)
     model, optimizer, generator = build(cfg, splits, life.device)
     life.schedule = schedule(cfg, optimizer, splits)
-    begin(life, model, optimizer, generator, preprocess=splits.preprocess)
     try:
+        begin(life, model, optimizer, generator, preprocess=splits.preprocess)
         fit(
             model,
             LOSSES[cfg.model.name],
@@ -354,6 +354,7 @@ def _take_folder(life: Life, stacked: dict[str, Any] | None = None) -> RunRecord
     life.record = RunRecord(
         life.out, life.cfg, life.hydra_cfg, life.device, life.started, stacked=stacked
     )
+    life.record.save()  # the run's own from here: a run stopped now is recorded as stopped
     return life.record
 
 
@@ -517,7 +518,6 @@ class RunRecord:
         }
         if stacked is not None:  # which group the run trains in
             self.data["stacked"] = stacked
-        self.save()
 
     def save(self) -> None:
         self._clock()

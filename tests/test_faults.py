@@ -196,6 +196,31 @@ def test_an_error_that_follows_ctrl_c_is_reported_as_the_interrupt(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["first metrics.json written", "loggers starting"])
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_ctrl_c_as_a_run_takes_its_folder_marks_it_interrupted(
+    run_app, tmp_path, monkeypatch, where, launcher
+):
+    if where == "loggers starting":
+
+        def start(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(job.loggers, "start", start)
+    else:
+        real_save = job.RunRecord.save
+
+        def save(record):
+            real_save(record)
+            if record.data["status"] == "running" and not record.data["history"]:
+                raise KeyboardInterrupt  # just after the first write
+
+        monkeypatch.setattr(job.RunRecord, "save", save)
+    result = run_app("-m", "epochs=1", f"hydra/launcher={launcher}", "hydra.sweep.dir=s")
+    assert result.code == 130, result.err
+    assert read(tmp_path / "s" / "0" / "metrics.json")["status"] == "interrupted"
+
+
 def test_resume_false_starts_afresh(run_app, tmp_path):
     assert run_app("epochs=2", "hydra.run.dir=r").code == 0
     (tmp_path / "r" / "metrics.json").unlink()  # as if the run had died before finishing
