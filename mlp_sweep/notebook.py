@@ -61,7 +61,8 @@ def sweep(*overrides: str, dir: str | Path | None = None) -> pd.DataFrame:
     prints after ``error:``, before anything trains; a sweep that fails (a run diverged)
     raises :class:`~mlp_sweep.errors.SweepFailed` with its line, which names the folder to
     :func:`load`. An interrupt (Ctrl-C, or Kernel > Interrupt) stops the sweep as Ctrl-C
-    stops the command, finished runs and the summary kept, then raises KeyboardInterrupt.
+    stops the command, finished runs and the summary kept, then raises KeyboardInterrupt
+    with the command's last line, which says what it kept.
 
     Example::
 
@@ -88,6 +89,9 @@ def sweep(*overrides: str, dir: str | Path | None = None) -> pd.DataFrame:
                 _follow(child, progress)
             except KeyboardInterrupt:
                 _interrupt(child, progress)
+                told = [line for line in said.read_text().splitlines() if "interrupted;" in line]
+                if told:  # what the command kept, as it says it
+                    raise KeyboardInterrupt(told[-1]) from None
                 raise
             finally:
                 if child.poll() is None:  # this process is going down some other way
