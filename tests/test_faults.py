@@ -157,6 +157,7 @@ class Dropped:
         signal.raise_signal(signal.SIGINT)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop
 def test_a_ctrl_c_that_python_drops_stops_the_sweep_at_its_next_job(
     run_app, tmp_path, monkeypatch, ctrl_c
 ):

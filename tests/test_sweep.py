@@ -70,7 +70,8 @@ def test_a_second_grid_sweep_into_a_folder_in_use_is_refused_and_changes_nothing
     run_script, tmp_path
 ):
     folder = tmp_path / "s"
-    grid = ["-m", "hidden=20,40", "epochs=2000", "hydra/launcher=basic", f"hydra.sweep.dir={folder}"]
+    grid = ["-m", "hidden=20,40", "epochs=2000", "hydra/launcher=basic"]
+    grid.append(f"hydra.sweep.dir={folder}")
     with _sweeping(grid, tmp_path, until=folder / "0" / "checkpoint.pt") as first:
         before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
         second = run_script(*grid[:-1], "hydra.sweep.dir=s", timeout=60)
