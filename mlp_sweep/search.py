@@ -488,9 +488,12 @@ def _check_study(name: Any, storage: Any) -> None:
             "give a name without / or \\, other than . and .."
         )
     if isinstance(storage, str) and not is_rdb(storage):
+        scheme = storage.split(":")[0].split("+")[0].lower()
+        scheme = "postgresql" if scheme == "postgres" else scheme  # as SQLAlchemy 1.3 took it
         raise ConfigError(
             f"hydra.sweeper.storage={storage!r} is invalid: give a database URL (sqlite:///"
             "<file>, postgresql://..., mysql://...), or null to keep the study in memory"
+            + (f"; the scheme is spelled {scheme}://" if is_rdb(f"{scheme}:") else "")
         )
     if is_rdb(storage) and not opens_elsewhere(storage):  # each opening gets a new database
         raise ConfigError(

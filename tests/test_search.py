@@ -168,6 +168,11 @@ def test_a_sqlite_url_naming_its_driver_holds_the_study_in_its_file(run_app, tmp
         ),
         (["hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none"], "hydra.sweeper.storage="),
         (["hydra.sweeper.storage=foo://x"], "hydra.sweeper.storage='foo://x' is invalid: give a"),
+        (
+            ["hydra.sweeper.storage=postgres://h/db"],
+            "or null to keep the study in memory; the scheme is spelled postgresql://",
+        ),
+        (["hydra.sweeper.storage=SQLITE:///s.db"], "the scheme is spelled sqlite://"),
         (["hydra.sweeper.study_name=null"], "hydra.sweeper.study_name=null is invalid"),
         (["hydra.sweeper.storage=sqlite:///:memory:"], "is lost between trials"),
         (["hydra.sweeper.storage='sqlite:///file:m?mode=memory&uri=true'"], "lost between trials"),
