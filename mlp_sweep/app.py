@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import logging
 import os
 import re
 import sys
@@ -76,8 +77,16 @@ def _remove_if_empty(folder: Path) -> None:
     cwd = Path.cwd()
     for each in (folder, *folder.parents):
         if not each.is_dir() or any(each.iterdir()) or (each != folder and cwd not in each.parents):
-            return
+            break
         each.rmdir()
+    if not folder.is_dir():  # its log file, which logging would open (and fail to) later
+        for handler in list(logging.getLogger().handlers):
+            if (
+                isinstance(handler, logging.FileHandler)
+                and Path(handler.baseFilename).parent == folder
+            ):
+                logging.getLogger().removeHandler(handler)
+                handler.close()
 
 
 def run() -> None:
@@ -188,10 +197,10 @@ def _kept() -> str:
         if not _run_dir.is_dir():
             return "the run had not started; nothing was written"
         shown = _shown(_run_dir)
-        return f"the run's epochs so far are kept in {shown}; hydra.run.dir={shown} continues it"
+        return f"the run is kept in {shown} as it stopped; hydra.run.dir={shown} continues it"
     swept = callbacks.swept
-    if swept is None or not swept.is_dir():
-        return "no run had started; nothing was written"
+    if swept is None or not any(swept.glob(f"*/{records.METRICS_FILE}")):
+        return "no run had started"
     summary = swept / records.SUMMARY_MD
     if summary.exists() and summary.stat().st_mtime >= _started:
         return "finished runs and the summary are kept"

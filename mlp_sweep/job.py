@@ -426,7 +426,9 @@ def stopped(life: Life, err: BaseException) -> float:
         record.finish(records.PRUNED, objective=value, error=str(err))
         return value
     if isinstance(err, KeyboardInterrupt):
-        record.finish(records.INTERRUPTED, error="interrupted by the user")
+        # Recorded even if its files fail to write (a figure's import the interrupt broke).
+        with contextlib.suppress(Exception):
+            record.finish(records.INTERRUPTED, error="interrupted by the user")
         raise err
     if isinstance(err, Diverged):
         record.add_epoch(err.epoch)  # shown in the history; its checkpoint was never written
@@ -563,7 +565,7 @@ class RunRecord:
                 # MLflow keeps curves.png with the run, so it must be there when it ends.
                 now = self.loggers is not None and self.loggers.keeps_files
                 drawing.curves(self.data["history"], self.out / records.CURVES_FILE, title, now)
-        except KeyboardInterrupt:
+        except BaseException:
             if status != records.COMPLETE:  # a failure or an interrupt is recorded still;
                 self.save()  # a run without its files is not complete (job.complete)
             raise

@@ -66,7 +66,7 @@ def sqlite_file(url: Any) -> Path | None:
 
     parsed = make_url(url)
     database = parsed.database or ""
-    if parsed.query.get("uri") == "true":  # a URI filename: file:<path>?mode=...
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1", "yes", "on"):  # file:<path>
         if parsed.query.get("mode") == "memory":
             return None
         database = database.removeprefix("file:")

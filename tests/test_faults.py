@@ -134,7 +134,7 @@ def test_ctrl_c_of_one_run_says_what_it_keeps_and_no_summary(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == (
-        "interrupted; the run's epochs so far are kept in one; hydra.run.dir=one continues it"
+        "interrupted; the run is kept in one as it stopped; hydra.run.dir=one continues it"
     )
     assert read(tmp_path / "one" / "metrics.json")["status"] == "interrupted"
     assert not list(tmp_path.rglob("summary*"))
@@ -220,6 +220,51 @@ def test_ctrl_c_as_a_run_takes_its_folder_marks_it_interrupted(
     result = run_app("-m", "epochs=1", f"hydra/launcher={launcher}", "hydra.sweep.dir=s")
     assert result.code == 130, result.err
     assert read(tmp_path / "s" / "0" / "metrics.json")["status"] == "interrupted"
+
+
+def test_ctrl_c_in_a_runs_first_figure_import_marks_it_interrupted(run_app, tmp_path, monkeypatch):
+    calls = []
+
+    def curves(*args, **kwargs):  # Ctrl-C lands in `import matplotlib`; a second try then
+        calls.append(1)  # finds the module half-made (AttributeError: no get_data_path)
+        raise KeyboardInterrupt if len(calls) == 1 else AttributeError("get_data_path")
+
+    monkeypatch.setattr(job.drawing, "curves", curves)
+    result = run_app("epochs=1", "hydra.run.dir=r")
+    assert result.code == 130
+    assert result.err.strip().splitlines() == [
+        "interrupted; the run is kept in r as it stopped; hydra.run.dir=r continues it"
+    ]
+    assert read(tmp_path / "r" / "metrics.json")["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_ctrl_c_before_a_sweeps_first_run_says_nothing_was_written(
+    run_app, tmp_path, monkeypatch, launcher
+):
+    def prepare(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "prepare", prepare)
+    result = run_app("-m", "hidden=20,30", "epochs=1", f"hydra/launcher={launcher}")
+    assert result.code == 130
+    assert result.err.strip().splitlines()[-1] == "interrupted; no run had started"
+
+
+def test_logging_after_a_refused_run_does_not_write_into_its_removed_folder(tmp_path):
+    # Torch logs as the process exits (an atexit hook); the run's log file was to be there.
+    code = (
+        "import logging, sys\n"
+        "from mlp_sweep import app\n"
+        "sys.argv = ['run.py', 'lr=-1']\n"
+        "try:\n    app.main()\nexcept SystemExit:\n    pass\n"
+        "logging.getLogger('any').warning('at exit')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert "Logging error" not in proc.stderr and "FileNotFoundError" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_false_starts_afresh(run_app, tmp_path):

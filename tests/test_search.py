@@ -176,6 +176,7 @@ def test_a_sqlite_url_naming_its_driver_holds_the_study_in_its_file(run_app, tmp
         (["hydra.sweeper.study_name=null"], "hydra.sweeper.study_name=null is invalid"),
         (["hydra.sweeper.storage=sqlite:///:memory:"], "is lost between trials"),
         (["hydra.sweeper.storage='sqlite:///file:m?mode=memory&uri=true'"], "lost between trials"),
+        (["hydra.sweeper.storage='sqlite:///file:m?mode=memory&uri=1'"], "lost between trials"),
         (["hydra.sweeper.storage=sqlite+pysqlite:///:memory:"], "is lost between trials"),
         (["hydra.sweeper.study_name=a/b"], "hydra.sweeper.study_name='a/b' is invalid"),
         (["hydra.sweeper.storage=sqlite://"], "storage='sqlite://' is invalid"),
