@@ -192,8 +192,7 @@ def _kept() -> str:
     from mlp_sweep import callbacks  # a sweep has imported it; a single run has not
 
     if _run_dir is not None:  # a single run
-        if _run_dir.is_dir():
-            _remove_if_empty(_run_dir)
+        _remove_if_empty(_run_dir)  # stopped before _hydra_main could
         if not _run_dir.is_dir():
             return "the run had not started; nothing was written"
         shown = _shown(_run_dir)

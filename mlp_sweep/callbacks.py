@@ -21,10 +21,8 @@ log = logging.getLogger(__name__)
 # The watch of the sweep this process runs. Kept here, not on the callback: launchers that
 # run jobs in other processes pickle the callbacks, and a watch holds a thread and a lock.
 _watch: SweepWatch | None = None
-# The folder of the sweep this process ran, and whether its summary was written: what an
-# interrupted command says it kept.
+# The folder of the sweep this process ran: where an interrupted command looks for what it kept.
 swept: Path | None = None
-summarised = False
 
 
 class CollectSweep(Callback):
@@ -53,7 +51,7 @@ class CollectSweep(Callback):
         _watch.job_ended(Path(config.hydra.runtime.output_dir), failure(job_return))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global _watch, summarised
+        global _watch
         # Hydra calls this from a `finally:`, so the error that ends the sweep is in flight:
         # a sweep refused for bad input ran nothing, and reports and rewrites nothing (its
         # folder may be another sweep's, in use).
@@ -66,7 +64,6 @@ class CollectSweep(Callback):
         if not sweep_dir.is_dir() or refused:
             drawing.finish()
         elif drawing.summarise(sweep_dir) and table.exists():  # every file is there now
-            summarised = True
             print(table.read_text(), flush=True)
             log.info("summary written to %s", table)
         if sweep_dir.is_dir():  # a figure lost with its process (killed) is drawn here

@@ -4,8 +4,9 @@ Python raises ``KeyboardInterrupt`` wherever the main thread is when SIGINT arri
 that is a weakref callback or a ``__del__`` (importing torch runs many), Python prints
 "Exception ignored in ..." and drops it, and the command went on to train every job; where
 it is half-way through composing a config, the error that follows is not the interrupt's.
-So the handler also remembers the interrupt: the next job or epoch raises it again, and the
-command reports an error that follows it as the interrupt.
+So the handler also remembers the interrupt: the next job raises it again (job.prepare), the
+command ends as interrupted even if none follows, and it reports an error that follows the
+interrupt as the interrupt.
 """
 
 from __future__ import annotations
@@ -39,6 +40,6 @@ def pressed() -> bool:
 
 def check() -> None:
     """Raise ``KeyboardInterrupt`` again if Ctrl-C was pressed: one that was lost stops the
-    command at the next job or epoch."""
+    command at the next job."""
     if _pressed:
         raise KeyboardInterrupt

@@ -54,11 +54,13 @@ from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.study import (
     ERROR,
     PRUNED_AT,
+    RDB_SCHEMES,
     RUN_DIR,
     TRUSTED,
     is_rdb,
     open_rdb,
     opens_elsewhere,
+    scheme,
     sqlite_file,
 )
 from mlp_sweep.sweepers import NopPrunerConf, failure
@@ -488,12 +490,12 @@ def _check_study(name: Any, storage: Any) -> None:
             "give a name without / or \\, other than . and .."
         )
     if isinstance(storage, str) and not is_rdb(storage):
-        scheme = storage.split(":")[0].split("+")[0].lower()
-        scheme = "postgresql" if scheme == "postgres" else scheme  # as SQLAlchemy 1.3 took it
+        spelled = str(scheme(storage)).lower()
+        spelled = "postgresql" if spelled == "postgres" else spelled  # as SQLAlchemy 1.3 took it
         raise ConfigError(
             f"hydra.sweeper.storage={storage!r} is invalid: give a database URL (sqlite:///"
             "<file>, postgresql://..., mysql://...), or null to keep the study in memory"
-            + (f"; the scheme is spelled {scheme}://" if is_rdb(f"{scheme}:") else "")
+            + (f"; the scheme is spelled {spelled}://" if spelled in RDB_SCHEMES else "")
         )
     if is_rdb(storage) and not opens_elsewhere(storage):  # each opening gets a new database
         raise ConfigError(

@@ -30,7 +30,12 @@ def is_rdb(url: Any) -> bool:
     >>> is_rdb("sqlite:///outputs/optuna/s.db"), is_rdb("postgresql+psycopg://h/db"), is_rdb(None)
     (True, True, False)
     """
-    return isinstance(url, str) and url.split(":")[0].split("+")[0] in RDB_SCHEMES
+    return scheme(url) in RDB_SCHEMES
+
+
+def scheme(url: Any) -> str | None:
+    """A URL's scheme without its driver: ``sqlite`` of ``sqlite+pysqlite:///s.db``."""
+    return url.split(":")[0].split("+")[0] if isinstance(url, str) else None
 
 
 def opens_elsewhere(url: Any) -> bool:
@@ -44,7 +49,7 @@ def opens_elsewhere(url: Any) -> bool:
     >>> opens_elsewhere("sqlite:///file:m?mode=memory&uri=true")
     False
     """
-    if _scheme(url) != "sqlite":
+    if scheme(url) != "sqlite":
         return is_rdb(url)
     return sqlite_file(url) is not None
 
@@ -60,7 +65,7 @@ def sqlite_file(url: Any) -> Path | None:
     >>> sqlite_file("sqlite+pysqlite:///s.db"), sqlite_file("sqlite:///file:s.db?uri=true")
     (PosixPath('s.db'), PosixPath('s.db'))
     """
-    if _scheme(url) != "sqlite":
+    if scheme(url) != "sqlite":
         return None
     from sqlalchemy.engine import make_url  # as the storage reads it: %-escapes, ?query
 
@@ -71,11 +76,6 @@ def sqlite_file(url: Any) -> Path | None:
             return None
         database = database.removeprefix("file:")
     return None if database in ("", ":memory:") else Path(database)
-
-
-def _scheme(url: Any) -> str | None:
-    """A database URL's dialect, without its driver: ``sqlite`` of ``sqlite+pysqlite:///``."""
-    return url.split(":")[0].split("+")[0] if is_rdb(url) else None
 
 
 def open_rdb(url: str, **heartbeat: Any) -> RDBStorage:
