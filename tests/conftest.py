@@ -6,6 +6,7 @@ import functools
 import io
 import logging
 import os
+import signal
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -21,6 +22,12 @@ from mlp_sweep import app
 # trains on one torch thread, so that their threads do not spin waiting for each other.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Tests send Ctrl-C (SIGINT) to the commands they start. Run in the background of a shell
+# script, this process has SIGINT ignored and its commands inherit that: handled here, each
+# command starts with it at its default, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MLP_SWEEP_SHARED_DATA", REPO.parent / "shared" / "data"))
