@@ -13,15 +13,19 @@ first job of each shape, a config group choice that differs (``model=...``), ``+
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 
 class JobComposer:
@@ -102,3 +106,32 @@ def _copy(cfg: DictConfig) -> DictConfig:
         return pickle.loads(pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL))
     except (pickle.PicklingError, TypeError, AttributeError):
         return copy.deepcopy(cfg)
+
+
+def number(cfg: DictConfig, num: int) -> Path | None:
+    """Make the composed job ``cfg`` job number ``num`` as its launcher will: its
+    ``hydra.job.num`` and ``id``, and the folder it runs in (``hydra.runtime.output_dir``).
+    Returns that folder, or None where only the launcher can tell it."""
+    with read_write(cfg.hydra.job), open_dict(cfg.hydra.job):
+        cfg.hydra.job.num = num
+        cfg.hydra.job.id = str(num)
+    try:
+        folder = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    except Exception:  # a subdir that only the launcher can resolve
+        return None
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = os.path.abspath(folder)
+    return folder
+
+
+@contextlib.contextmanager
+def as_job(cfg: DictConfig) -> Iterator[None]:
+    """Meanwhile, the job config ``cfg`` (with its ``hydra`` node) is Hydra's config, as it
+    is while the job runs: ``${hydra:job.num}`` and the like in it resolve to its own values
+    (a sweeper checking its jobs would otherwise resolve them against the sweep's)."""
+    hydra = HydraConfig.instance()
+    before, hydra.cfg = hydra.cfg, cfg
+    try:
+        yield
+    finally:
+        hydra.cfg = before

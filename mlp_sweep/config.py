@@ -235,20 +235,18 @@ def _check_keys(cfg: DictConfig) -> None:
 
 def _check_references(cfg: DictConfig) -> None:
     """Reject a value that refers to a key the config lacks (``${x}``) or to a resolver
-    nobody registered (``${nowhere:x}``), and one a resolver refuses (``${oc.env:UNSET}``): a
-    run would stop on it only once it took its folder. In a config that uses ``${hydra:...}``,
-    which resolves against each job's own Hydra config as it runs, a resolver's refusal is left
-    to the run."""
+    nobody registered (``${nowhere:x}``), and one a resolver refuses (``${oc.env:UNSET}``,
+    ``${hydra:job.nope}``): a run would stop on it only once it took its folder. (A sweeper
+    checks each job as that job, :func:`mlp_sweep.compose.as_job`, so ``${hydra:...}``
+    resolves as it will when the job runs.)"""
     # The top-level knobs first: ``optimizer.lr: ${lr}`` fails because of ``lr``.
     keys = sorted(
         (k for k in cfg if k != "hydra"),
         key=lambda k: isinstance(cfg._get_node(k), (DictConfig, ListConfig)),
     )
-    per_job = False  # ${hydra:...} resolves against each job's own Hydra config, as it runs
     for key in keys:
         node = cfg._get_node(key)
         raw = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
-        per_job = per_job or "${hydra:" in str(raw)
         for where, value in _into_hydra_node(raw, str(key)):
             # A sweeper checks a job's config with its hydra node, where this resolves; the
             # job's own config has none, so each job would fail.
@@ -265,8 +263,7 @@ def _check_references(cfg: DictConfig) -> None:
             reason = str(err).splitlines()[0]  # the lines below repeat the key and its types
             raise ConfigError(f"{err.full_key} is invalid: {reason}") from None
         except InterpolationResolutionError as err:  # a resolver refused (${oc.env:UNSET})
-            if not per_job:
-                raise ConfigError(f"{err.full_key} is invalid: {resolver_said(err)}") from None
+            raise ConfigError(f"{err.full_key} is invalid: {resolver_said(err)}") from None
         except OmegaConfBaseException:
             pass
 

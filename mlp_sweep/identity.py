@@ -128,12 +128,13 @@ def _settings(config: DictConfig, searched: Mapping[str, Any]) -> dict[str, Any]
     """The settings every trial of a study shares: the resolved config, flat, without the
     searched parameters (and the keys of a searched config group), the config's own aliases
     of other keys (``optimizer.lr: ${lr}``), and the keys that say where, not what, a run
-    trains (``device``, ``data.root``, ...)."""
+    trains (``device``, ``data.root``, ...). A value that differs from job to job
+    (``seed=${hydra:job.num}``) is kept as it is written."""
     task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     raw = flatten(OmegaConf.to_container(task, resolve=False))
     resolved = flatten(OmegaConf.to_container(task, resolve=True))
     kept = {
-        key: value
+        key: raw[key] if "${hydra:" in str(raw[key]) else value
         for key, value in resolved.items()
         if not checkpoint.is_free(key)
         and key != "trial"

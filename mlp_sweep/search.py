@@ -23,13 +23,15 @@ What the loop adds:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import logging
 import math
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,17 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from mlp_sweep import console, drawing, identity, job, loggers, objectives, records, spaces
+from mlp_sweep import (
+    compose,
+    console,
+    drawing,
+    identity,
+    job,
+    loggers,
+    objectives,
+    records,
+    spaces,
+)
 from mlp_sweep.config import check_comparable, check_objective
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
@@ -233,18 +245,21 @@ class Search(OptunaSweeperImpl):
             if name in groups and _is_choice(distribution)
             for choice in distribution.choices
         }
-        return identity.of(
-            loader.load_sweep_config(self.config, fixed_job),
-            space,
-            self.space.path if self.space is not None else None,
-            Path(self.sweep_dir),
-            variants,
-        )
+        shared = loader.load_sweep_config(self.config, fixed_job)
+        with _as_trial(shared):
+            return identity.of(
+                shared,
+                space,
+                self.space.path if self.space is not None else None,
+                Path(self.sweep_dir),
+                variants,
+            )
 
     def _check(self, space: dict[str, Any]) -> None:
         """What can be told before the study is opened: the fixed settings, the losses the
         objective would compare, a grid sampler over a continuous space."""
-        job.check(self.config)
+        with _as_trial(copy.deepcopy(self.config)) as config:
+            job.check(config)
         variants = {self.config.model.name}
         for key in ("model", "model.name"):
             if _is_choice(space.get(key)):
@@ -305,10 +320,11 @@ class Search(OptunaSweeperImpl):
         loader = self.hydra_context.config_loader
         fixed_args = [f"{k}={v}" for k, v in fixed.items()] + fixed_overrides
 
-        def compose(overrides: list[str]) -> None:
-            job.check(loader.load_sweep_config(self.config, [*fixed_args, *overrides]))
+        def check(overrides: list[str]) -> None:
+            with _as_trial(loader.load_sweep_config(self.config, [*fixed_args, *overrides])) as cfg:
+                job.check(cfg)
 
-        return self.space.check(self.config, fixed, searched, compose)
+        return self.space.check(self.config, fixed, searched, check)
 
     def _next_batch(self, started: float, study: optuna.Study) -> int | None:
         """:meth:`_batch_size`, or None once the ``timeout`` has passed."""
@@ -638,6 +654,15 @@ def _values(returned: Any) -> list[float]:
     if isinstance(returned, (list, tuple)):
         return [float(v) for v in returned]
     return [float(returned)]
+
+
+@contextlib.contextmanager
+def _as_trial(cfg: DictConfig) -> Iterator[DictConfig]:
+    """Meanwhile, the composed config ``cfg`` is a trial's job (the first, numbered 0), so
+    that ``${hydra:job.num}`` and the like resolve in it as they will in each trial."""
+    compose.number(cfg, 0)
+    with compose.as_job(cfg):
+        yield cfg
 
 
 def _stale_running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

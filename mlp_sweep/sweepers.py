@@ -24,9 +24,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
-from mlp_sweep import records
+from mlp_sweep import compose, records
 from mlp_sweep.compose import JobComposer
 from mlp_sweep.config import check_comparable, check_one_objective
 from mlp_sweep.errors import BadInput, RunFailed, SweepFailed, one_line
@@ -172,8 +172,10 @@ class GridSweeper(BasicSweeper):
         jobs = [list(j) for batch in batches for j in batch]
         composer = JobComposer(loader, self.config)
         configs = [composer.compose(j) for j in jobs]
+        folders = [compose.number(cfg, num) for num, cfg in enumerate(configs)]
         for cfg in configs:
-            job.check(cfg)
+            with compose.as_job(cfg):  # ${hydra:job.num} is the job's own number
+                job.check(cfg)
         check_one_objective([cfg.objective for cfg in configs])
         variants = {c.model.name for c in configs}
         for cfg in configs:
@@ -183,12 +185,13 @@ class GridSweeper(BasicSweeper):
         # From here to its end the sweep holds its folder: a second grid sweep started into it
         # would see the same unfinished runs and train them again.
         with _only_sweep(sweep_dir, str(self.config.hydra.sweep.dir)):
-            return self._run(jobs, configs, batches, sweep_dir)
+            return self._run(jobs, configs, folders, batches, sweep_dir)
 
     def _run(
         self,
         jobs: list[list[str]],
         configs: list[DictConfig],
+        folders: list[Path | None],
         batches: list[list[list[str]]],
         sweep_dir: Path,
     ) -> Any:
@@ -198,8 +201,7 @@ class GridSweeper(BasicSweeper):
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
         settled = {}  # jobs whose folders hold their run finished: kept, not launched
-        for num, cfg in enumerate(configs):  # numbered as the launcher numbers them
-            folder = _job_dir(cfg, num)
+        for num, (cfg, folder) in enumerate(zip(configs, folders)):
             if folder is None or not folder.is_dir():  # a fresh folder: nothing to keep
                 continue
             plan = checkpoint.plan(folder, _task(cfg))  # refuses a folder the job may not use
@@ -297,18 +299,6 @@ def _consecutive(nums: Sequence[int]) -> list[list[int]]:
         else:
             runs.append([n])
     return runs
-
-
-def _job_dir(cfg: DictConfig, num: int) -> Path | None:
-    """The folder job ``num`` will run in, as the launcher names it (None if it cannot be
-    told before the job runs)."""
-    with read_write(cfg.hydra.job), open_dict(cfg.hydra.job):  # as the launcher numbers it
-        cfg.hydra.job.num = num
-        cfg.hydra.job.id = str(num)
-    try:
-        return Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-    except Exception:  # a subdir that only the launcher can resolve
-        return None
 
 
 def _task(cfg: DictConfig) -> DictConfig:

@@ -136,6 +136,12 @@ def test_a_callback_target_that_is_not_trusted_is_one_line(run_app):
     assert line.startswith("error: hydra.callbacks.x: Target 'os.system' cannot be authorized")
 
 
+NO_JOB_NOPE = (
+    "While dereferencing interpolation '${hydra:job.nope}': Incompatible value 'None' for "
+    "field of type 'str'"
+)
+
+
 @pytest.mark.parametrize(
     ("args", "key", "reason"),
     [
@@ -150,6 +156,10 @@ def test_a_callback_target_that_is_not_trusted_is_one_line(run_app):
          "Environment variable 'MLP_SWEEP_UNSET' not found"),
         (["hparams_search=optuna", "tags=[${oc.env:MLP_SWEEP_UNSET}]"], "tags[0]",
          "Environment variable 'MLP_SWEEP_UNSET' not found"),  # before its study is made
+        # A job's own Hydra config has no job.nope: refused before any job takes a folder.
+        (["tags=[${hydra:job.nope}]"], "tags[0]", NO_JOB_NOPE),
+        (["-m", "hidden=10,20", "tags=[${hydra:job.nope}]"], "tags[0]", NO_JOB_NOPE),
+        (["hparams_search=optuna", "tags=[${hydra:job.nope}]"], "tags[0]", NO_JOB_NOPE),
         # The sweeper sees the hydra node, where this resolves; each job's config has none.
         (["-m", "hidden=10,20", "tags=[${hydra.job.name}]"], "tags[0]",
          "${hydra.job.name} refers to the hydra node, which a job's config does not hold; "

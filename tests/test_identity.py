@@ -219,3 +219,18 @@ def test_every_trial_of_a_study_asked_its_question_once(_first_session, steps):
 def test_a_refused_search_leaves_no_trace(run_app, tmp_path):
     refused(run_app(*FAST, "logger=mlflow", "hydra.sweeper.enqueue=[{hiden: 8}]"), "hiden")
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_a_seed_per_trial_is_part_of_the_study_as_written(tmp_path):
+    """``seed=${hydra:job.num}`` gives each trial its own seed; the study records it as
+    written, so continuing it with one seed for all is another question."""
+    per_trial = run_in_process(*FAST, "hydra.sweeper.n_trials=2", "seed=${hydra:job.num}",
+                               cwd=tmp_path)  # fmt: skip
+    assert per_trial.code == 0, per_trial.err
+    study = load(tmp_path)
+    assert study.user_attrs["settings"]["seed"] == "${hydra:job.num}"
+    seeds = [json.loads((Path(t.user_attrs["run_dir"]) / "metrics.json").read_text())["config"]
+             ["seed"] for t in study.trials]  # fmt: skip
+    assert seeds == [t.number for t in study.trials] == [0, 1]
+    refused(run_in_process(*FAST, "hydra.sweeper.n_trials=3", "seed=0", cwd=tmp_path),
+            "seed=${hydra:job.num} then, 0 now")  # fmt: skip

@@ -438,3 +438,12 @@ def test_each_job_resolves_hydra_interpolations_against_its_own_job(run_app, tmp
     for num, m in enumerate(runs(tmp_path / "s", 6)):
         assert m["config"]["tags"] == [f"job{num}", m["choices"]["optimizer"]]
         assert m["config"]["optimizer"]["_target_"].lower().endswith(m["choices"]["optimizer"])
+
+
+@pytest.mark.parametrize("launcher", ["hydra/launcher=basic", STACKED])
+def test_a_grid_seeds_each_job_with_its_number(run_app, tmp_path, launcher):
+    """The sweeper checks each job as that job: ``seed=${hydra:job.num}`` is an int there,
+    and each run trains from its own seed."""
+    args = ["-m", "hidden=20,30,40", "epochs=1", "seed=${hydra:job.num}", "hydra.sweep.dir=s"]
+    assert run_app(*args, launcher).code == 0
+    assert [m["config"]["seed"] for m in runs(tmp_path / "s", 3)] == [0, 1, 2]
