@@ -202,8 +202,23 @@ def _kept() -> str:
         return "no run had started"
     summary = swept / records.SUMMARY_MD
     if summary.exists() and summary.stat().st_mtime >= _started:
+        if not any(_finished(m) for m in swept.glob(f"*/{records.METRICS_FILE}")):
+            return (
+                "no run had finished; the runs are kept as they stopped, and the summary lists them"
+            )
         return "finished runs and the summary are kept"
     return f"the runs are kept as they ended; `mlp-sweep collect {_shown(swept)}` summarises them"
+
+
+def _finished(metrics: Path) -> bool:
+    """Whether the run of ``metrics`` (a metrics.json) ended, however it ended, but stopped."""
+    try:
+        return records.read_metrics(metrics.parent)["status"] not in (
+            records.RUNNING,
+            records.INTERRUPTED,
+        )
+    except ValueError:
+        return False
 
 
 def _shown(folder: Path) -> str:

@@ -180,7 +180,10 @@ def test_an_interrupt_stops_the_sweep_as_ctrl_c_does_and_the_same_call_finishes_
     threading.Thread(target=interrupt_once_job_0_has_finished_an_epoch, daemon=True).start()
     with pytest.raises(KeyboardInterrupt) as stopped:
         mlp_sweep.sweep(*overrides, dir=folder)
-    assert str(stopped.value) == "interrupted; finished runs and the summary are kept"
+    assert str(stopped.value) == (  # job 0 was stopped; job 1 had not started
+        "interrupted; no run had finished; the runs are kept as they stopped, and the summary "
+        "lists them"
+    )
     table = pd.read_csv(folder / "summary.csv")  # written by the sweep as it stopped
     assert list(table["status"]) == ["interrupted"] and table.loc[0, "epochs_run"] < 40
     assert not (folder / "1").exists()  # no later job started

@@ -113,10 +113,15 @@ def test_ctrl_c_marks_every_running_member_interrupted(tmp_path):
     # Job 0, the wider, records its epochs after job 1: wait until both have one.
     wait_for_epoch(tmp_path / "g" / "0" / "metrics.json", 1, proc)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     for record in runs(tmp_path / "g", 2):
         assert record["status"] == "interrupted" and 1 <= record["epochs_run"] < 20
+    # No run finished: the line says so, and that the summary lists them as they stopped.
+    assert err.strip().splitlines()[-1] == (
+        "interrupted; no run had finished; the runs are kept as they stopped, and the summary "
+        "lists them"
+    )
 
 
 def test_a_search_trains_its_trials_stacked_and_prunes_a_member(run_app, tmp_path):
