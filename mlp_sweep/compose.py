@@ -26,6 +26,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
+
+from mlp_sweep.errors import ConfigError
 
 
 class JobComposer:
@@ -108,17 +111,21 @@ def _copy(cfg: DictConfig) -> DictConfig:
         return copy.deepcopy(cfg)
 
 
-def number(cfg: DictConfig, num: int) -> Path | None:
+def number(cfg: DictConfig, num: int) -> Path:
     """Make the composed job ``cfg`` job number ``num`` as its launcher will: its
-    ``hydra.job.num`` and ``id``, and the folder it runs in (``hydra.runtime.output_dir``).
-    Returns that folder, or None where only the launcher can tell it."""
+    ``hydra.job.num`` and ``id``, and the folder it runs in (``hydra.runtime.output_dir``),
+    which it returns. Raises ConfigError for a ``hydra.sweep.subdir`` that cannot name it."""
     with read_write(cfg.hydra.job), open_dict(cfg.hydra.job):
         cfg.hydra.job.num = num
         cfg.hydra.job.id = str(num)
     try:
-        folder = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-    except Exception:  # a subdir that only the launcher can resolve
-        return None
+        with as_job(cfg):  # the subdir may read the job's values: ${hydra:job.num}, ${seed}
+            folder = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+    except OmegaConfBaseException as err:
+        subdir = cfg.hydra.sweep._get_node("subdir")._value()
+        raise ConfigError(
+            f"hydra.sweep.subdir={subdir} is invalid: {str(err).strip().splitlines()[0]}"
+        ) from None
     with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
         cfg.hydra.runtime.output_dir = os.path.abspath(folder)
     return folder

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_method
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
@@ -247,13 +248,21 @@ def _check_references(cfg: DictConfig) -> None:
     for key in keys:
         node = cfg._get_node(key)
         raw = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
-        for where, value in _into_hydra_node(raw, str(key)):
-            # A sweeper checks a job's config with its hydra node, where this resolves; the
-            # job's own config has none, so each job would fail.
-            raise ConfigError(
-                f"{where} is invalid: {value} refers to the hydra node, which a job's config "
-                f"does not hold; Hydra's resolver reads it: {value.replace('${hydra.', '${hydra:')}"
-            )
+        for where, value in _strings(raw, str(key)):
+            if "${hydra." in value:
+                # A sweeper checks a job's config with its hydra node, where this resolves; the
+                # job's own config has none, so each job would fail.
+                raise ConfigError(
+                    f"{where} is invalid: {value} refers to the hydra node, which a job's "
+                    "config does not hold; Hydra's resolver reads it: "
+                    f"{value.replace('${hydra.', '${hydra:')}"
+                )
+            for path in _missing_hydra_keys(value):
+                # Hydra's resolver gives None for a key it lacks: init_std would be null.
+                raise ConfigError(
+                    f"{where} is invalid: ${{hydra:{path}}} names no key of the job's Hydra "
+                    f"config (hydra.{path})"
+                )
     for key in keys:
         try:
             value = cfg[key]
@@ -283,19 +292,33 @@ def resolver_said(err: InterpolationResolutionError) -> str:
     return said.group(1) if said else first
 
 
-def _into_hydra_node(raw: Any, key: str) -> Iterator[tuple[str, str]]:
-    """Each unresolved value under ``key`` that refers into the hydra node (``${hydra.x}``),
-    with its key as OmegaConf names it (``tags[0]``)."""
+def _strings(raw: Any, key: str) -> Iterator[tuple[str, str]]:
+    """Each unresolved string under ``key``, with its key as OmegaConf names it
+    (``tags[0]``)."""
     if isinstance(raw, dict):
         for name, value in raw.items():
-            yield from _into_hydra_node(value, f"{key}.{name}")
+            yield from _strings(value, f"{key}.{name}")
     elif isinstance(raw, list):
         for i, value in enumerate(raw):
-            yield from _into_hydra_node(value, f"{key}[{i}]")
-    elif isinstance(raw, str) and "${hydra." in raw:
+            yield from _strings(value, f"{key}[{i}]")
+    elif isinstance(raw, str):
         yield key, raw
-    elif hasattr(raw, "_value") and isinstance(raw._value(), str) and "${hydra." in raw._value():
+    elif hasattr(raw, "_value") and isinstance(raw._value(), str):
         yield key, raw._value()
+
+
+def _missing_hydra_keys(value: str) -> Iterator[str]:
+    """Each key that ``value`` reads from the job's Hydra config (``${hydra:job.num}``) and
+    that config lacks; nothing where no Hydra config is set."""
+    if "${hydra:" not in value or not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    for path in re.findall(r"\$\{hydra:\s*([\w.]+)\s*\}", value):
+        if OmegaConf.select(hydra, path, default=_ABSENT) is _ABSENT:
+            yield path
+
+
+_ABSENT = object()
 
 
 def _check_data(cfg: DictConfig) -> None:

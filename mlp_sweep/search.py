@@ -75,7 +75,7 @@ from mlp_sweep.study import (
     scheme,
     sqlite_file,
 )
-from mlp_sweep.sweepers import NopPrunerConf, failure
+from mlp_sweep.sweepers import NopPrunerConf, consecutive, failure
 
 log = logging.getLogger(__name__)
 # Optuna warns when heartbeats are used outside study.optimize and that stale-trial handling
@@ -216,7 +216,7 @@ class Search(OptunaSweeperImpl):
                 overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
                 jobs = [(*o, f"trial={t.number}") for o, t in zip(overrides, trials)]
                 try:
-                    returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+                    returns = self._launch(jobs, [t.number for t in trials])
                 except KeyboardInterrupt:
                     for trial in trials:  # those whose run finished count; the rest go back
                         if not _settle(study, _stored(study, trial.number), self.config):
@@ -228,6 +228,16 @@ class Search(OptunaSweeperImpl):
                 self._within_budget(study)
         self._report(study)
 
+    def _launch(self, jobs: list[tuple[str, ...]], numbers: list[int]) -> list[JobReturn]:
+        """Launch the trials numbered ``numbers``. A launcher numbers a launch's jobs in a row,
+        from its first; so trials whose numbers another worker's trials split are launched
+        apart, and each job's number (``${hydra:job.num}``) is its trial's."""
+        returns: list[JobReturn] = []
+        for run in consecutive(numbers):
+            start = len(returns)
+            returns += self.launcher.launch(jobs[start : start + len(run)], run[0])
+        return returns
+
     def _identity(
         self, space: dict[str, Any], fixed: dict[str, Any], fixed_overrides: list[str]
     ) -> identity.Identity:
@@ -238,8 +248,8 @@ class Search(OptunaSweeperImpl):
         fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
         groups = self.config.hydra.runtime.choices
         variants = {
-            f"{name}={choice}": loader.load_sweep_config(
-                self.config, [*fixed_job, f"{name}={choice}"]
+            f"{name}={choice}": _first_trial(
+                loader.load_sweep_config(self.config, [*fixed_job, f"{name}={choice}"])
             )
             for name, distribution in space.items()
             if name in groups and _is_choice(distribution)
@@ -658,11 +668,18 @@ def _values(returned: Any) -> list[float]:
 
 @contextlib.contextmanager
 def _as_trial(cfg: DictConfig) -> Iterator[DictConfig]:
-    """Meanwhile, the composed config ``cfg`` is a trial's job (the first, numbered 0), so
-    that ``${hydra:job.num}`` and the like resolve in it as they will in each trial."""
-    compose.number(cfg, 0)
-    with compose.as_job(cfg):
+    """Meanwhile, the composed config ``cfg`` is a trial's job (trial 0, its first), so that
+    ``${trial}``, ``${hydra:job.num}`` and the like resolve in it as they will in each trial."""
+    with compose.as_job(_first_trial(cfg)):
         yield cfg
+
+
+def _first_trial(cfg: DictConfig) -> DictConfig:
+    """The composed config ``cfg`` made trial 0's job, as the sweeper and the launcher make
+    a trial's: ``trial=0``, job number 0, its folder."""
+    cfg.trial = 0
+    compose.number(cfg, 0)
+    return cfg
 
 
 def _stale_running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -191,7 +191,7 @@ class GridSweeper(BasicSweeper):
         self,
         jobs: list[list[str]],
         configs: list[DictConfig],
-        folders: list[Path | None],
+        folders: list[Path],
         batches: list[list[list[str]]],
         sweep_dir: Path,
     ) -> Any:
@@ -202,9 +202,10 @@ class GridSweeper(BasicSweeper):
         loader = self.hydra_context.config_loader
         settled = {}  # jobs whose folders hold their run finished: kept, not launched
         for num, (cfg, folder) in enumerate(zip(configs, folders)):
-            if folder is None or not folder.is_dir():  # a fresh folder: nothing to keep
+            if not folder.is_dir():  # a fresh folder: nothing to keep
                 continue
-            plan = checkpoint.plan(folder, _task(cfg))  # refuses a folder the job may not use
+            with compose.as_job(cfg):  # its ${hydra:...} values are its own, as in check
+                plan = checkpoint.plan(folder, _task(cfg))  # refuses a folder it may not use
             if plan.action in (checkpoint.KEEP, checkpoint.KEEP_FAILED):
                 settled[num] = (folder, plan)
         composed = {tuple(j): cfg for j, cfg in zip(jobs, configs)}
@@ -224,7 +225,7 @@ class GridSweeper(BasicSweeper):
             for batch in batches:  # every batch runs, whatever the earlier ones' failures
                 nums = [n for n in range(first, first + len(batch)) if n not in settled]
                 first += len(batch)
-                for run in _consecutive(nums):  # the launcher numbers a launch's jobs in a row
+                for run in consecutive(nums):  # the launcher numbers a launch's jobs in a row
                     returns += self.launcher.launch([jobs[n] for n in run], initial_job_idx=run[0])
         finally:
             self.hydra_context.config_loader = loader
@@ -286,10 +287,10 @@ def _report_failures(
         )
 
 
-def _consecutive(nums: Sequence[int]) -> list[list[int]]:
+def consecutive(nums: Sequence[int]) -> list[list[int]]:
     """Runs of consecutive numbers.
 
-    >>> _consecutive([0, 1, 3, 4, 5, 7])
+    >>> consecutive([0, 1, 3, 4, 5, 7])
     [[0, 1], [3, 4, 5], [7]]
     """
     runs: list[list[int]] = []

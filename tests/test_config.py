@@ -136,10 +136,8 @@ def test_a_callback_target_that_is_not_trusted_is_one_line(run_app):
     assert line.startswith("error: hydra.callbacks.x: Target 'os.system' cannot be authorized")
 
 
-NO_JOB_NOPE = (
-    "While dereferencing interpolation '${hydra:job.nope}': Incompatible value 'None' for "
-    "field of type 'str'"
-)
+NO_JOB_NOPE = "${hydra:job.nope} names no key of the job's Hydra config (hydra.job.nope)"
+NO_JOB_NMU = "${hydra:job.nmu} names no key of the job's Hydra config (hydra.job.nmu)"
 
 
 @pytest.mark.parametrize(
@@ -160,6 +158,10 @@ NO_JOB_NOPE = (
         (["tags=[${hydra:job.nope}]"], "tags[0]", NO_JOB_NOPE),
         (["-m", "hidden=10,20", "tags=[${hydra:job.nope}]"], "tags[0]", NO_JOB_NOPE),
         (["hparams_search=optuna", "tags=[${hydra:job.nope}]"], "tags[0]", NO_JOB_NOPE),
+        # Hydra's resolver gives None for a key it lacks, which init_std takes (PyTorch's init).
+        (["init_std=${hydra:job.nmu}"], "init_std", NO_JOB_NMU),
+        (["-m", "hidden=10,20", "init_std=${hydra:job.nmu}"], "init_std", NO_JOB_NMU),
+        (["hparams_search=optuna", "init_std=${hydra:job.nmu}"], "init_std", NO_JOB_NMU),
         # The sweeper sees the hydra node, where this resolves; each job's config has none.
         (["-m", "hidden=10,20", "tags=[${hydra.job.name}]"], "tags[0]",
          "${hydra.job.name} refers to the hydra node, which a job's config does not hold; "
@@ -195,3 +197,22 @@ def test_a_sweep_refused_for_bad_input_says_why_in_one_line(run_app, recwarn, sw
     key = "objective='val_ac'" if bad.startswith("objective") else "tags[0]"
     assert line.startswith(f"error: {key} is invalid: ")
     assert [str(w.message) for w in recwarn if "Callback" in str(w.message)] == []
+
+
+@pytest.mark.parametrize(
+    ("subdir", "reason"),
+    [
+        ("${hydra:job.nope}", "While dereferencing interpolation '${hydra:job.nope}': "
+         "Incompatible value 'None' for field of type 'str'"),
+        ("${nope}", "Interpolation key 'nope' not found"),
+    ],
+)  # fmt: skip
+def test_a_sweep_subdir_that_cannot_name_a_jobs_folder_is_one_line(
+    run_app, tmp_path, subdir, reason
+):
+    result = run_app("-m", "hidden=10,20", "epochs=1", f"hydra.sweep.subdir={subdir}",
+                     "hydra.sweep.dir=out/sweep")  # fmt: skip
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert line == f"error: hydra.sweep.subdir={subdir} is invalid: {reason}"
+    assert not (tmp_path / "out").exists()

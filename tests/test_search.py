@@ -495,3 +495,36 @@ def test_an_in_memory_pruned_search_says_once_that_it_cannot_prune(run_app, tmp_
     )  # fmt: skip
     assert result.code == 0, result.err
     assert (result.out + result.err).count("no pruning") == 1
+
+
+def test_a_trial_reads_its_own_number_and_folder(run_app, tmp_path):
+    """``${trial}`` and ``${hydra:...}`` in a search resolve to each trial's own values (its
+    number, its folder), as the sweeper checks them before the first trial."""
+    result = run_app(*SMALL, "hydra.sweeper.n_trials=2", "seed=${trial}",
+                     "tags=[${hydra:runtime.output_dir},job${hydra:job.num}]")  # fmt: skip
+    assert result.code == 0, result.err
+    for trial in (0, 1):
+        config = metrics(tmp_path, trial)["config"]
+        folder = tmp_path / "outputs" / "optuna" / STUDY / str(trial)
+        assert config["seed"] == trial and config["tags"] == [str(folder), f"job{trial}"]
+
+
+def test_trials_split_by_another_workers_trial_keep_their_numbers(run_app, tmp_path, monkeypatch):
+    """Another worker on the study may ask for a trial between two of this worker's batch
+    (3 and 5, say): each job's number is still its trial's, so a seed per trial is too."""
+    ask = optuna.Study.ask
+
+    def ask_after_another_worker(study, *args, **kwargs):
+        trial = ask(study, *args, **kwargs)
+        if trial.number == 0:  # the other worker's, which it then ends
+            study.tell(ask(study), state=optuna.trial.TrialState.PRUNED)
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask_after_another_worker)
+    result = run_app(*SMALL, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+                     "seed=${hydra:job.num}", "hydra/launcher=stacked")  # fmt: skip
+    assert result.code == 0, result.err
+    trials = [t for t in load(tmp_path).trials if t.state.name == "COMPLETE"]
+    assert [t.number for t in trials][:2] == [0, 2]  # one batch, split by trial 1
+    for trial in trials:
+        assert metrics(tmp_path, trial.number)["config"]["seed"] == trial.number

@@ -452,3 +452,16 @@ def test_a_grid_seeds_each_job_with_its_number(run_app, tmp_path, launcher):
     args = ["-m", "hidden=20,30,40", "epochs=1", "seed=${hydra:job.num}", "hydra.sweep.dir=s"]
     assert run_app(*args, launcher).code == 0
     assert [m["config"]["seed"] for m in runs(tmp_path / "s", 3)] == [0, 1, 2]
+    kept = [(tmp_path / "s" / str(n) / "model.pt").read_bytes() for n in range(3)]
+    again = run_app(*args, launcher)  # the same grid again: every job is complete already
+    assert again.code == 0, again.err
+    assert [(tmp_path / "s" / str(n) / "model.pt").read_bytes() for n in range(3)] == kept
+
+
+def test_a_sweep_subdir_may_read_a_jobs_values(run_app, tmp_path):
+    grid = ["-m", "hidden=10,20", "epochs=1", "seed=${hydra:job.num}", "hydra.sweep.dir=s",
+            "hydra.sweep.subdir=run_${seed}", "tags=[${hydra:runtime.output_dir}]"]  # fmt: skip
+    assert run_app(*grid).code == 0
+    for seed in (0, 1):
+        record = read(tmp_path / "s" / f"run_{seed}" / "metrics.json")
+        assert record["config"]["tags"] == [str(tmp_path / "s" / f"run_{seed}")]
