@@ -28,6 +28,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from mlp_sweep.config import hydra_keys_said
 from mlp_sweep.errors import ConfigError
 
 
@@ -123,9 +124,9 @@ def number(cfg: DictConfig, num: int) -> Path:
             folder = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
     except OmegaConfBaseException as err:
         subdir = cfg.hydra.sweep._get_node("subdir")._value()
-        raise ConfigError(
-            f"hydra.sweep.subdir={subdir} is invalid: {str(err).strip().splitlines()[0]}"
-        ) from None
+        with as_job(cfg):
+            said = hydra_keys_said(str(subdir)) or str(err).strip().splitlines()[0]
+        raise ConfigError(f"hydra.sweep.subdir={subdir} is invalid: {said}") from None
     with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
         cfg.hydra.runtime.output_dir = os.path.abspath(folder)
     return folder

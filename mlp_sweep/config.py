@@ -22,6 +22,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     InterpolationKeyError,
     InterpolationResolutionError,
+    MissingMandatoryValue,
     OmegaConfBaseException,
     UnsupportedInterpolationType,
 )
@@ -257,12 +258,9 @@ def _check_references(cfg: DictConfig) -> None:
                     "config does not hold; Hydra's resolver reads it: "
                     f"{value.replace('${hydra.', '${hydra:')}"
                 )
-            for path in _missing_hydra_keys(value):
+            if (said := hydra_keys_said(value)) is not None:
                 # Hydra's resolver gives None for a key it lacks: init_std would be null.
-                raise ConfigError(
-                    f"{where} is invalid: ${{hydra:{path}}} names no key of the job's Hydra "
-                    f"config (hydra.{path})"
-                )
+                raise ConfigError(f"{where} is invalid: {said}")
     for key in keys:
         try:
             value = cfg[key]
@@ -307,15 +305,24 @@ def _strings(raw: Any, key: str) -> Iterator[tuple[str, str]]:
         yield key, raw._value()
 
 
-def _missing_hydra_keys(value: str) -> Iterator[str]:
-    """Each key that ``value`` reads from the job's Hydra config (``${hydra:job.num}``) and
-    that config lacks; nothing where no Hydra config is set."""
+def hydra_keys_said(value: str) -> str | None:
+    """What is wrong with a key that ``value`` reads from the job's Hydra config
+    (``${hydra:job.num}``): one it lacks, whose value Hydra's resolver gives as None, or one
+    without a value in a single run; None if nothing is, or no Hydra config is set."""
     if "${hydra:" not in value or not HydraConfig.initialized():
-        return
+        return None
     hydra = HydraConfig.get()
-    for path in re.findall(r"\$\{hydra:\s*([\w.]+)\s*\}", value):
-        if OmegaConf.select(hydra, path, default=_ABSENT) is _ABSENT:
-            yield path
+    for path in re.findall(r"\$\{hydra:\s*([^${}:\s]+)\s*\}", value):
+        try:
+            found = OmegaConf.select(hydra, path, default=_ABSENT, throw_on_missing=True)
+        except MissingMandatoryValue:
+            return (
+                f"${{hydra:{path}}} has no value in a single run: Hydra sets it for each job "
+                "of a sweep (-m)"
+            )
+        if found is _ABSENT:
+            return f"${{hydra:{path}}} names no key of the job's Hydra config (hydra.{path})"
+    return None
 
 
 _ABSENT = object()

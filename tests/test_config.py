@@ -162,6 +162,13 @@ NO_JOB_NMU = "${hydra:job.nmu} names no key of the job's Hydra config (hydra.job
         (["init_std=${hydra:job.nmu}"], "init_std", NO_JOB_NMU),
         (["-m", "hidden=10,20", "init_std=${hydra:job.nmu}"], "init_std", NO_JOB_NMU),
         (["hparams_search=optuna", "init_std=${hydra:job.nmu}"], "init_std", NO_JOB_NMU),
+        (["-m", "hidden=10,20", "init_std=${hydra:runtime.choices.hydra/launchr}"], "init_std",
+         "${hydra:runtime.choices.hydra/launchr} names no key of the job's Hydra config "
+         "(hydra.runtime.choices.hydra/launchr)"),
+        # A single run's Hydra config has the key, without a value: only a sweep's jobs have one.
+        (["seed=${hydra:job.num}"], "seed",
+         "${hydra:job.num} has no value in a single run: Hydra sets it for each job of a sweep "
+         "(-m)"),
         # The sweeper sees the hydra node, where this resolves; each job's config has none.
         (["-m", "hidden=10,20", "tags=[${hydra.job.name}]"], "tags[0]",
          "${hydra.job.name} refers to the hydra node, which a job's config does not hold; "
@@ -202,9 +209,9 @@ def test_a_sweep_refused_for_bad_input_says_why_in_one_line(run_app, recwarn, sw
 @pytest.mark.parametrize(
     ("subdir", "reason"),
     [
-        ("${hydra:job.nope}", "While dereferencing interpolation '${hydra:job.nope}': "
-         "Incompatible value 'None' for field of type 'str'"),
+        ("${hydra:job.nope}", NO_JOB_NOPE),
         ("${nope}", "Interpolation key 'nope' not found"),
+        ("${hydra:job.nmu}", NO_JOB_NMU),
     ],
 )  # fmt: skip
 def test_a_sweep_subdir_that_cannot_name_a_jobs_folder_is_one_line(
