@@ -119,14 +119,13 @@ def number(cfg: DictConfig, num: int) -> Path:
     with read_write(cfg.hydra.job), open_dict(cfg.hydra.job):
         cfg.hydra.job.num = num
         cfg.hydra.job.id = str(num)
-    try:
-        with as_job(cfg):  # the subdir may read the job's values: ${hydra:job.num}, ${seed}
+    with as_job(cfg):  # the subdir may read the job's values: ${hydra:job.num}, ${seed}
+        try:
             folder = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-    except OmegaConfBaseException as err:
-        subdir = cfg.hydra.sweep._get_node("subdir")._value()
-        with as_job(cfg):
+        except OmegaConfBaseException as err:
+            subdir = cfg.hydra.sweep._get_node("subdir")._value()
             said = hydra_keys_said(str(subdir)) or str(err).strip().splitlines()[0]
-        raise ConfigError(f"hydra.sweep.subdir={subdir} is invalid: {said}") from None
+            raise ConfigError(f"hydra.sweep.subdir={subdir} is invalid: {said}") from None
     with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
         cfg.hydra.runtime.output_dir = os.path.abspath(folder)
     return folder

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from mlp_sweep import console, job
+from mlp_sweep import compose, console, job
 from mlp_sweep.config import hidden_sizes
 from mlp_sweep.errors import one_line
 from mlp_sweep.model import MLP, count_params
@@ -199,13 +198,8 @@ def as_job(life: job.Life, handlers: list[logging.Handler]) -> Iterator[None]:
     """Meanwhile, the process is the run ``life``'s job: Hydra's config is its own (so that
     ``${hydra:job.num}`` and the like in its config resolve to its values, as they do when
     Hydra's launcher runs it), and log lines go to ``handlers`` too."""
-    hydra = HydraConfig.instance()
-    before, hydra.cfg = hydra.cfg, life.full_cfg
-    try:
-        with logging_to(handlers):
-            yield
-    finally:
-        hydra.cfg = before
+    with compose.as_job(life.full_cfg), logging_to(handlers):
+        yield
 
 
 def _log_failure(handlers: list[logging.Handler], err: BaseException) -> None:
