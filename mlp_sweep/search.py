@@ -60,6 +60,7 @@ from mlp_sweep import (
     records,
     spaces,
 )
+from mlp_sweep.compose import JobComposer
 from mlp_sweep.config import check_comparable, check_objective
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
@@ -75,7 +76,7 @@ from mlp_sweep.study import (
     scheme,
     sqlite_file,
 )
-from mlp_sweep.sweepers import NopPrunerConf, consecutive, failure
+from mlp_sweep.sweepers import NopPrunerConf, composed, consecutive, failure
 
 log = logging.getLogger(__name__)
 # Optuna warns when heartbeats are used outside study.optimize and that stale-trial handling
@@ -134,6 +135,9 @@ class Search(OptunaSweeperImpl):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        # Trials of one shape (the same overrides, other values) are composed as a grid's jobs
+        # are: the first by Hydra, the others from a copy of it (mlp_sweep.compose).
+        self._composer = JobComposer(hydra_context.config_loader, config)
         # Optuna's own messages through the sweep's console handler, above the progress bar
         # rather than into its line.
         optuna.logging.disable_default_handler()
@@ -232,10 +236,12 @@ class Search(OptunaSweeperImpl):
         """Launch the trials numbered ``numbers``. A launcher numbers a launch's jobs in a row,
         from its first; so trials whose numbers another worker's trials split are launched
         apart, and each job's number (``${hydra:job.num}``) is its trial's."""
+        assert self.hydra_context is not None
         returns: list[JobReturn] = []
-        for run in consecutive(numbers):
-            start = len(returns)
-            returns += self.launcher.launch(jobs[start : start + len(run)], run[0])
+        with composed(self.hydra_context, {}, self._composer):
+            for run in consecutive(numbers):
+                start = len(returns)
+                returns += self.launcher.launch(jobs[start : start + len(run)], run[0])
         return returns
 
     def _identity(
@@ -243,19 +249,17 @@ class Search(OptunaSweeperImpl):
     ) -> identity.Identity:
         """The search's identity: the settings of a trial's config with every fixed value
         applied (and of each choice of a searched config group), the space, the folder."""
-        assert self.hydra_context is not None
-        loader = self.hydra_context.config_loader
         fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
         groups = self.config.hydra.runtime.choices
         variants = {
             f"{name}={choice}": _first_trial(
-                loader.load_sweep_config(self.config, [*fixed_job, f"{name}={choice}"])
+                self._composer.compose([*fixed_job, f"{name}={choice}"])
             )
             for name, distribution in space.items()
             if name in groups and _is_choice(distribution)
             for choice in distribution.choices
         }
-        shared = loader.load_sweep_config(self.config, fixed_job)
+        shared = self._composer.compose(fixed_job)
         with _as_trial(shared):
             return identity.of(
                 shared,
@@ -326,12 +330,11 @@ class Search(OptunaSweeperImpl):
         """Refuse a space that cannot run, before the first trial: each of its checking draws
         is composed into a job config, with the fixed overrides, and validated. Returns the
         parameters the draws suggested, with their distributions."""
-        assert self.space is not None and self.hydra_context is not None
-        loader = self.hydra_context.config_loader
+        assert self.space is not None
         fixed_args = [f"{k}={v}" for k, v in fixed.items()] + fixed_overrides
 
         def check(overrides: list[str]) -> None:
-            with _as_trial(loader.load_sweep_config(self.config, [*fixed_args, *overrides])) as cfg:
+            with _as_trial(self._composer.compose([*fixed_args, *overrides])) as cfg:
                 job.check(cfg)
 
         return self.space.check(self.config, fixed, searched, check)

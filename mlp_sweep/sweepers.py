@@ -199,7 +199,6 @@ class GridSweeper(BasicSweeper):
         from mlp_sweep import checkpoint, job, loggers
 
         assert self.hydra_context is not None and self.config is not None
-        loader = self.hydra_context.config_loader
         settled = {}  # jobs whose folders hold their run finished: kept, not launched
         for num, (cfg, folder) in enumerate(zip(configs, folders)):
             if not folder.is_dir():  # a fresh folder: nothing to keep
@@ -208,7 +207,7 @@ class GridSweeper(BasicSweeper):
                 plan = checkpoint.plan(folder, _task(cfg))  # refuses a folder it may not use
             if plan.action in (checkpoint.KEEP, checkpoint.KEEP_FAILED):
                 settled[num] = (folder, plan)
-        composed = {tuple(j): cfg for j, cfg in zip(jobs, configs)}
+        ready = {tuple(j): cfg for j, cfg in zip(jobs, configs)}
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         loggers.prepare(self.config, sweep_dir)  # once the sweep is accepted
         failures: list[tuple[list[str], BaseException]] = []
@@ -218,17 +217,14 @@ class GridSweeper(BasicSweeper):
             else:
                 failures.append((jobs[num], job.kept_failure(folder, plan.error)))
                 log.info("#%d %s failed before; kept as it is", num, folder)
-        self.hydra_context.config_loader = _Composed(loader, composed)
         returns: list[JobReturn] = []
-        try:
+        with composed(self.hydra_context, ready):
             first = 0
             for batch in batches:  # every batch runs, whatever the earlier ones' failures
                 nums = [n for n in range(first, first + len(batch)) if n not in settled]
                 first += len(batch)
                 for run in consecutive(nums):  # the launcher numbers a launch's jobs in a row
                     returns += self.launcher.launch([jobs[n] for n in run], initial_job_idx=run[0])
-        finally:
-            self.hydra_context.config_loader = loader
         failures += [(ret.overrides, err) for ret in returns if (err := failure(ret)) is not None]
         _report_failures(returns, failures, len(jobs), sweep_dir)
         return [returns]
@@ -310,13 +306,21 @@ def _task(cfg: DictConfig) -> DictConfig:
     return task
 
 
-class _Composed:
-    """A config loader that hands out each job's config composed already, once; everything
-    else goes to the loader it wraps."""
+class Composed:
+    """A config loader that hands out each job's config composed already, once, from
+    ``configs``; any other job is composed by ``composer``, if given (a search's trials, as
+    its launcher asks for them). Everything else goes to the loader it wraps, as does a job a
+    launcher composes in another process (the wrapper travels there without its composer)."""
 
-    def __init__(self, loader: Any, configs: dict[tuple[str, ...], DictConfig]) -> None:
+    def __init__(
+        self,
+        loader: Any,
+        configs: dict[tuple[str, ...], DictConfig],
+        composer: JobComposer | None = None,
+    ) -> None:
         self._loader = loader
         self._configs = configs
+        self._composer = composer
 
     def load_sweep_config(
         self, master_config: DictConfig, sweep_overrides: list[str]
@@ -324,9 +328,30 @@ class _Composed:
         ready = self._configs.pop(tuple(sweep_overrides), None)
         if ready is not None:
             return ready
+        if self._composer is not None and self._composer.master is master_config:
+            return self._composer.compose(sweep_overrides)
         return self._loader.load_sweep_config(master_config, sweep_overrides)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_composer": None}
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # never for our own attributes (pickling looks some up)
             raise AttributeError(name)
         return getattr(self._loader, name)
+
+
+@contextlib.contextmanager
+def composed(
+    context: HydraContext,
+    configs: dict[tuple[str, ...], DictConfig],
+    composer: JobComposer | None = None,
+) -> Iterator[None]:
+    """Meanwhile, the launcher sharing ``context`` takes its jobs' configs from ``configs``
+    and ``composer`` (:class:`Composed`) rather than have Hydra compose each from scratch."""
+    loader = context.config_loader
+    context.config_loader = Composed(loader, configs, composer)
+    try:
+        yield
+    finally:
+        context.config_loader = loader

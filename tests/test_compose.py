@@ -149,3 +149,35 @@ def test_the_stacked_launcher_hands_each_job_the_configs_run_job_would(arguments
         seen = probe.probe
         HydraConfig.instance().cfg = expected
         assert seen == probe.probe
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["hparams_search=optuna"],  # values and a config group choice (model)
+        ["hparams_search=wide", "epochs=1"],  # a define-by-run space: depth, optimizer, ...
+    ],
+    ids=["params", "space"],
+)
+def test_a_searchs_trials_are_the_configs_hydra_composes(run_app, tmp_path, arguments):
+    """A search composes its trials as a grid composes its jobs (:class:`JobComposer`):
+    each trial's config on disk is the one Hydra composes from the trial's overrides."""
+    arguments = [*arguments, "hydra.sweeper.n_trials=6", "epochs=1", "hydra.sweep.dir=s"]
+    result = run_app(*arguments)
+    assert result.code == 0, result.err
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONFIG_DIR))
+    said = [*arguments, "hydra.mode=MULTIRUN"]  # as Hydra adds it to a search without -m
+    master = loader.load_configuration("config", said, run_mode=RunMode.MULTIRUN)
+    trials = sorted((tmp_path / "s").glob("*/.hydra"))
+    assert len(trials) == 6
+    shapes = set()
+    for trial in trials:
+        overrides = list(OmegaConf.load(trial / "overrides.yaml"))
+        shapes.add(tuple(o.split("=")[0] for o in overrides))
+        expected = loader.load_sweep_config(master, overrides)
+        written = OmegaConf.load(trial / "config.yaml")
+        assert OmegaConf.to_yaml(written) == OmegaConf.to_yaml(_hydra_task(expected)), overrides
+        hydra = OmegaConf.load(trial / "hydra.yaml").hydra
+        assert hydra.runtime.choices == expected.hydra.runtime.choices
+        assert hydra.overrides == expected.hydra.overrides
+    assert len(shapes) < len(trials)  # some trials were composed from an earlier one
