@@ -361,6 +361,8 @@ def _write_summary(task: dict[str, Any]) -> bool:
     sweep_dir = Path(task["summary"])
     try:
         c = collect.collect([sweep_dir], task["metric"], histories=not task["live"])
+        if task["live"] and c.runs.empty:
+            return False  # no run folder yet (the sweep's end says so if none comes)
         if not collect.write_tables(c, sweep_dir):
             return False  # no runs: nothing written (its warning says so)
     except Exception as err:

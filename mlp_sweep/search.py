@@ -296,13 +296,17 @@ class Search(OptunaSweeperImpl):
     def _within_budget(self, study: optuna.Study) -> None:
         """Stop once more than ``max_failure_rate`` of ``n_trials`` have failed, counting the
         study's failures from every session that worked on it."""
-        failures = _failed(study)
-        if failures > self.max_failure_rate * self.n_trials:
+        failed = _failed(study)
+        if len(failed) > self.max_failure_rate * self.n_trials:
+            # A trial refused by the job's checks keeps no run folder, so no summary row.
+            if any(_has_record(trial) for trial in failed):
+                where = f"the errors are in {self.sweep_dir}/{records.SUMMARY_MD}"
+            else:
+                where = f"the last: {failed[-1].user_attrs[ERROR]}"
             raise SweepFailed(
-                f"{failures} trials of study {study.study_name} failed, more than "
+                f"{len(failed)} trials of study {study.study_name} failed, more than "
                 f"max_failure_rate={self.max_failure_rate} of n_trials={self.n_trials}; "
-                f"stopping the search (the errors are in {self.sweep_dir}/"
-                f"{records.SUMMARY_MD}; raise hydra.sweeper.max_failure_rate to go on)"
+                f"stopping the search ({where}; raise hydra.sweeper.max_failure_rate to go on)"
             )
 
     def _configure_trials(
@@ -615,12 +619,16 @@ def _continuous(distribution: Any) -> bool:
     )
 
 
-def _failed(study: optuna.Study) -> int:
+def _failed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials that failed with an error of their own (not the ones that went stale)."""
-    return sum(
-        t.state == TrialState.FAIL and ERROR in t.user_attrs
-        for t in study.get_trials(deepcopy=False)
-    )
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return [trial for trial in failed if ERROR in trial.user_attrs]
+
+
+def _has_record(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial's run folder holds its record (a summary lists it)."""
+    run_dir = trial.user_attrs.get(RUN_DIR)
+    return run_dir is not None and (Path(run_dir) / records.METRICS_FILE).is_file()
 
 
 def _finished(study: optuna.Study) -> int:

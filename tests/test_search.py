@@ -247,7 +247,27 @@ def test_the_failure_budget_counts_the_failures_of_earlier_sessions(run_app, tmp
         "hydra.sweeper.enqueue=[{lr: 2e38, model: softmax_ce}, {lr: 3e38, model: softmax_ce}]",
     )
     assert second.code == 1  # 3 failures of 8 trials in all: over 0.25 of 8
-    assert second.err.strip().splitlines()[-1].startswith("error: 3 trials of study")
+    last = second.err.strip().splitlines()[-1]
+    assert last.startswith("error: 3 trials of study")
+    assert "the errors are in" in last and last.count("summary.md") == 1
+
+
+def test_a_search_whose_trials_fail_before_a_run_folder_says_why_in_its_last_line(
+    run_app, tmp_path
+):
+    """A trial refused by the job's own checks leaves no run folder, so no summary: the
+    line that stops the search says what failed instead of naming a file never written."""
+    result = run_app(
+        "hparams_search=optuna", "hidden=interval(10.5,20.5)", "hydra.sweeper.n_trials=2",
+        "epochs=1",
+    )  # fmt: skip
+    assert result.code == 1
+    last = result.err.strip().splitlines()[-1]
+    assert last.startswith("error: 2 trials of study optuna-mnist_5k-val_acc failed")
+    assert "the last: hidden=" in last and "must be a positive integer" in last
+    assert "summary.md" not in last
+    assert not (tmp_path / "outputs/optuna/optuna-mnist_5k-val_acc/summary.md").exists()
+    assert result.err.count("nothing to summarise") <= 1
 
 
 def test_an_in_memory_study_names_the_best_trials_own_folder(run_app, tmp_path):
