@@ -4,6 +4,7 @@ the sweeper leave on a trial, and the per-epoch reporting that lets a pruner sto
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,7 @@ def trial_reporter(
     ``last_epoch`` (stopping after the last epoch would save nothing)."""
     if sweeper.get("storage") is None:  # in memory, out of the job's reach: the sweeper warns
         return None
-    url = sweeper.storage
-    storage = open_rdb(url) if is_rdb(url) else optuna.storages.get_storage(url)
+    storage = _reporting_storage(sweeper.storage)
     pruner = instantiate(sweeper.pruner, _execution_whitelist_=TRUSTED["pruner"])
     study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(
@@ -117,3 +117,33 @@ def trial_reporter(
             raise optuna.TrialPruned(f"pruned after epoch {epoch['epoch']}")
 
     return report
+
+
+# The storage the last trial of this process reported to, and what it was opened for.
+_kept: tuple[tuple[Any, ...], Any] | None = None
+
+
+def _reporting_storage(url: str) -> Any:
+    """The study's storage, for a job to report its trial to. Opening one (an engine, and a
+    check of the database's schema) takes about as long as a short run's epoch, so it is
+    kept for the process's next trial of the same study (a stacked group's members, a worker's
+    next trial); a SQLite file replaced since, or another working folder, opens it anew."""
+    global _kept
+    if _kept is not None and _kept[0] == _opened_for(url):
+        return _kept[1]
+    if _kept is not None and isinstance(_kept[1], RDBStorage):
+        _kept[1].engine.dispose()  # its connections: a long-lived process opens many studies
+    storage = open_rdb(url) if is_rdb(url) else optuna.storages.get_storage(url)
+    _kept = (_opened_for(url), storage)
+    return storage
+
+
+def _opened_for(url: str) -> tuple[Any, ...]:
+    """What a storage opened from ``url`` reaches: the URL, from this folder (a relative
+    SQLite path), and the SQLite file itself (None while there is none)."""
+    path = sqlite_file(url)
+    try:
+        stat = None if path is None else path.stat()
+    except OSError:
+        stat = None
+    return (url, os.getcwd(), None if stat is None else (stat.st_dev, stat.st_ino))

@@ -89,6 +89,23 @@ def test_a_pruned_trial_stops_early_and_keeps_its_partial_metrics(run_app, tmp_p
     assert pruned.intermediate_values == {e["epoch"]: e["val_acc"] for e in run["history"]}
 
 
+def test_trials_report_to_the_study_file_there_now_when_an_earlier_one_was_replaced(
+    run_app, tmp_path
+):
+    """A process keeps the storage its trials report to for its next trial; a study file
+    removed and made again under the same URL (the same search run afresh in one process,
+    as a notebook or a test session does) gets every report, not the file it replaced."""
+    search = ["hparams_search=optuna_pruned", "hydra.sweeper.n_trials=2", "epochs=2"]
+    assert run_app(*search).code == 0
+    shutil.rmtree(tmp_path / "outputs")
+    again = run_app(*search)
+    assert again.code == 0, again.err
+    study = load(tmp_path, "optuna_pruned-mnist_5k-val_acc")
+    for trial in study.trials:
+        run = metrics(tmp_path, trial.number, "optuna_pruned-mnist_5k-val_acc")
+        assert trial.intermediate_values == {e["epoch"]: e["val_acc"] for e in run["history"]}
+
+
 def test_a_diverging_trial_fails_and_the_search_goes_on(run_app, tmp_path):
     result = run_app(
         "hparams_search=optuna",
