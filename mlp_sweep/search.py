@@ -209,6 +209,7 @@ class Search(OptunaSweeperImpl):
             self.storage,
         )
         started = time.monotonic()
+        self._within_budget(study)  # a study stopped by its failures stops again
         with _Heartbeats(storage, self.heartbeat_interval) as heartbeats:
             while (batch := self._next_batch(started, study)) is not None:
                 self._within_budget(study)

@@ -269,15 +269,16 @@ def test_the_failure_budget_counts_the_failures_of_earlier_sessions(run_app, tmp
     assert "the errors are in" in last and last.count("summary.md") == 1
 
 
-def test_a_search_whose_trials_fail_before_a_run_folder_says_why_in_its_last_line(
+def test_a_search_whose_trials_fail_before_a_run_folder_says_why_in_its_last_line_each_time(
     run_app, tmp_path
 ):
     """A trial refused by the job's own checks leaves no run folder, so no summary: the
     line that stops the search says what failed instead of naming a file never written."""
-    result = run_app(
+    arguments = [
         "hparams_search=optuna", "hidden=interval(10.5,20.5)", "hydra.sweeper.n_trials=2",
         "epochs=1",
-    )  # fmt: skip
+    ]  # fmt: skip
+    result = run_app(*arguments)
     assert result.code == 1
     last = result.err.strip().splitlines()[-1]
     assert last.startswith("error: 2 trials of study optuna-mnist_5k-val_acc failed")
@@ -285,6 +286,8 @@ def test_a_search_whose_trials_fail_before_a_run_folder_says_why_in_its_last_lin
     assert "summary.md" not in last
     assert not (tmp_path / "outputs/optuna/optuna-mnist_5k-val_acc/summary.md").exists()
     assert result.err.count("nothing to summarise") <= 1
+    again = run_app(*arguments)  # the study has its total: no trial left to run
+    assert again.code == 1 and again.err.strip().splitlines()[-1] == last
 
 
 def test_an_in_memory_study_names_the_best_trials_own_folder(run_app, tmp_path):
