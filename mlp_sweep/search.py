@@ -37,7 +37,7 @@ from typing import Any
 
 import optuna
 from hydra.core.utils import JobReturn
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import (
@@ -45,6 +45,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     create_params_from_overrides,
 )
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
@@ -173,6 +174,7 @@ class Search(OptunaSweeperImpl):
         for name in fixed:
             space.pop(name, None)
         self._check(space)
+        self._check_choices(space, fixed, fixed_overrides)
         if self.space is None:
             _check_enqueued(self.enqueue, space, "a searched parameter")
         else:
@@ -220,26 +222,48 @@ class Search(OptunaSweeperImpl):
                 heartbeats.add(trials)
                 overrides = self._configure_trials(trials, space, fixed, fixed_overrides)
                 jobs = [(*o, f"trial={t.number}") for o, t in zip(overrides, trials)]
+                ready = self._compose(study, trials, jobs)
+                launched = [(t, j) for t, j in zip(trials, jobs) if j in ready]
                 try:
-                    returns = self._launch(jobs, [t.number for t in trials])
+                    returns = self._launch(ready, [t.number for t, _ in launched])
                 except KeyboardInterrupt:
-                    for trial in trials:  # those whose run finished count; the rest go back
+                    for trial, _ in launched:  # those whose run finished count; the rest go back
                         if not _settle(study, _stored(study, trial.number), self.config):
                             _retry(study, trial)
                     raise
-                for trial, ret in zip(trials, returns):
+                for (trial, _), ret in zip(launched, returns):
                     _tell(study, trial, ret)
                 heartbeats.remove(trials)
                 self._within_budget(study)
         self._report(study)
 
-    def _launch(self, jobs: list[tuple[str, ...]], numbers: list[int]) -> list[JobReturn]:
-        """Launch the trials numbered ``numbers``. A launcher numbers a launch's jobs in a row,
-        from its first; so trials whose numbers another worker's trials split are launched
-        apart, and each job's number (``${hydra:job.num}``) is its trial's."""
+    def _compose(
+        self, study: optuna.Study, trials: list[optuna.trial.Trial], jobs: list[tuple[str, ...]]
+    ) -> dict[tuple[str, ...], DictConfig]:
+        """Each trial's job config, by its overrides. A trial whose drawn values its config
+        cannot take (``choice(32,abc)`` for an integer) fails with Hydra's message, as a run
+        that raises does, and the others go on."""
+        ready = {}
+        for trial, overrides in zip(trials, jobs):
+            try:
+                ready[overrides] = self._composer.compose(overrides)
+            except (ConfigCompositionException, OmegaConfBaseException) as err:
+                trial.set_user_attr(ERROR, one_line(err)[:1000])
+                study.tell(trial, state=TrialState.FAIL)
+                log.warning("trial %d failed: %s", trial.number, one_line(err))
+        return ready
+
+    def _launch(
+        self, ready: dict[tuple[str, ...], DictConfig], numbers: list[int]
+    ) -> list[JobReturn]:
+        """Launch the trials numbered ``numbers``, whose configs ``ready`` holds, in order. A
+        launcher numbers a launch's jobs in a row, from its first; so trials whose numbers
+        another worker's trials (or a trial that failed to compose) split are launched apart,
+        and each job's number (``${hydra:job.num}``) is its trial's."""
         assert self.hydra_context is not None
+        jobs = list(ready)
         returns: list[JobReturn] = []
-        with composed(self.hydra_context, {}, self._composer):
+        with composed(self.hydra_context, ready, self._composer):
             for run in consecutive(numbers):
                 start = len(returns)
                 returns += self.launcher.launch(jobs[start : start + len(run)], run[0])
@@ -294,6 +318,39 @@ class Search(OptunaSweeperImpl):
                 "choice(...) or range(...), or use another sampler"
             )
 
+    def _check_choices(
+        self, space: dict[str, Any], fixed: dict[str, Any], fixed_overrides: list[str]
+    ) -> None:
+        """Refuse a searched config group whose choice would move a trial out of this search
+        (``data``, which the default study name reads), before the study is opened."""
+        fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
+        groups = self.config.hydra.runtime.choices
+        for name, distribution in space.items():
+            if name in groups and _is_choice(distribution):
+                for choice in distribution.choices:
+                    said = f"{name}={choice}"
+                    with _as_trial(self._composer.compose([*fixed_job, said])) as cfg:
+                        self._check_same_search(cfg, said, f"one {name}")
+
+    def _check_same_search(self, cfg: DictConfig, said: str, instead: str) -> None:
+        """Refuse the overrides ``said`` if the trial config ``cfg`` they make would belong
+        to another study or folder than this search's: its trials would report to a study
+        that does not hold them, and their runs would be summarised nowhere. ``instead``:
+        what to search instead."""
+        ours = {
+            "hydra.sweeper.study_name": self.study_name,
+            "hydra.sweeper.storage": self.storage,
+            "hydra.sweep.dir": str(self.sweep_dir),
+        }
+        for key, value in ours.items():
+            theirs = OmegaConf.select(cfg, key)
+            if theirs != value:
+                raise ConfigError(
+                    f"{said} cannot be searched: it changes {key} of a trial to {theirs} "
+                    f"from this search's {value}; search {instead}, or set {key} to a value "
+                    "that does not read it"
+                )
+
     def _within_budget(self, study: optuna.Study) -> None:
         """Stop once more than ``max_failure_rate`` of ``n_trials`` have failed, counting the
         study's failures from every session that worked on it."""
@@ -341,6 +398,7 @@ class Search(OptunaSweeperImpl):
         def check(overrides: list[str]) -> None:
             with _as_trial(self._composer.compose([*fixed_args, *overrides])) as cfg:
                 job.check(cfg)
+                self._check_same_search(cfg, " ".join(overrides), "a space that leaves it alone")
 
         return self.space.check(self.config, fixed, searched, check)
 

@@ -290,6 +290,42 @@ def test_a_search_whose_trials_fail_before_a_run_folder_says_why_in_its_last_lin
     assert again.code == 1 and again.err.strip().splitlines()[-1] == last
 
 
+def test_a_trial_whose_values_cannot_be_composed_fails_and_the_search_goes_on(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=1",
+        "hydra.sweeper.params.batch_size='choice(32,abc)'",
+        "hydra.sweeper.enqueue=[{batch_size: 32}, {batch_size: abc}]",
+    )  # fmt: skip
+    assert result.code == 0, result.err  # 1 failure of 2 trials: within the budget
+    trials = load(tmp_path).trials
+    assert states(load(tmp_path)) == ["COMPLETE", "FAIL"]
+    assert "batch_size=abc" in trials[1].user_attrs["error"]
+    assert not (tmp_path / "outputs/optuna/optuna-mnist_5k-val_acc/1").exists()
+
+
+def test_searching_a_choice_that_the_study_name_reads_is_refused_before_the_study(
+    run_app, tmp_path
+):
+    """The default study name reads data.name: a trial drawing another data set would report
+    to another study, in another folder. Refused, unless the study's name does not read it."""
+    search = [
+        "hparams_search=optuna", "+hydra.sweeper.params.data='choice(mnist_5k,digits)'",
+        "hydra.sweeper.n_trials=2", "epochs=1",
+    ]  # fmt: skip
+    result = run_app(*search)
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [
+        "error: data=digits cannot be searched: it changes hydra.sweeper.study_name of a trial "
+        "to optuna-digits-val_acc from this search's optuna-mnist_5k-val_acc; search one data, "
+        "or set hydra.sweeper.study_name to a value that does not read it"
+    ]
+    assert not (tmp_path / "outputs").exists()
+    named = run_app(*search, "hydra.sweeper.study_name=both")
+    assert named.code == 0, named.err
+    assert states(load(tmp_path, "both")) == ["COMPLETE", "COMPLETE"]
+    assert sorted(p.name for p in (tmp_path / "outputs/optuna").iterdir()) == ["both", "both.db"]
+
+
 def test_an_in_memory_study_names_the_best_trials_own_folder(run_app, tmp_path):
     result = run_app(
         "hparams_search=optuna", "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=2",
