@@ -174,7 +174,8 @@ class Search(OptunaSweeperImpl):
         for name in fixed:
             space.pop(name, None)
         self._check(space)
-        self._check_choices(space, fixed, fixed_overrides)
+        fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
+        variants = self._variants(space, fixed_job)
         if self.space is None:
             _check_enqueued(self.enqueue, space, "a searched parameter")
         else:
@@ -196,7 +197,7 @@ class Search(OptunaSweeperImpl):
             directions=objectives.directions(self.config.objective),
             load_if_exists=True,
         )
-        identity.check(study, self._identity(space, fixed, fixed_overrides))
+        identity.check(study, self._identity(space, fixed_job, variants))
         for params in self.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
         loggers.prepare(self.config, Path(self.sweep_dir))  # once the search is accepted
@@ -270,20 +271,11 @@ class Search(OptunaSweeperImpl):
         return returns
 
     def _identity(
-        self, space: dict[str, Any], fixed: dict[str, Any], fixed_overrides: list[str]
+        self, space: dict[str, Any], fixed_job: list[str], variants: dict[str, DictConfig]
     ) -> identity.Identity:
         """The search's identity: the settings of a trial's config with every fixed value
-        applied (and of each choice of a searched config group), the space, the folder."""
-        fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
-        groups = self.config.hydra.runtime.choices
-        variants = {
-            f"{name}={choice}": _first_trial(
-                self._composer.compose([*fixed_job, f"{name}={choice}"])
-            )
-            for name, distribution in space.items()
-            if name in groups and _is_choice(distribution)
-            for choice in distribution.choices
-        }
+        (``fixed_job``) applied, and of each choice of a searched config group
+        (:meth:`_variants`), the space, the folder."""
         shared = self._composer.compose(fixed_job)
         with _as_trial(shared):
             return identity.of(
@@ -318,19 +310,20 @@ class Search(OptunaSweeperImpl):
                 "choice(...) or range(...), or use another sampler"
             )
 
-    def _check_choices(
-        self, space: dict[str, Any], fixed: dict[str, Any], fixed_overrides: list[str]
-    ) -> None:
-        """Refuse a searched config group whose choice would move a trial out of this search
-        (``data``, which the default study name reads), before the study is opened."""
-        fixed_job = [f"{name}={value}" for name, value in fixed.items()] + fixed_overrides
+    def _variants(self, space: dict[str, Any], fixed_job: list[str]) -> dict[str, DictConfig]:
+        """Trial 0's config for each choice of each searched config group, by that choice
+        (``data=digits``). A choice that would move a trial out of this search (``data``,
+        which the default study name reads) is refused, before the study is opened."""
         groups = self.config.hydra.runtime.choices
+        variants = {}
         for name, distribution in space.items():
             if name in groups and _is_choice(distribution):
                 for choice in distribution.choices:
                     said = f"{name}={choice}"
                     with _as_trial(self._composer.compose([*fixed_job, said])) as cfg:
                         self._check_same_search(cfg, said, f"one {name}")
+                    variants[said] = cfg
+        return variants
 
     def _check_same_search(self, cfg: DictConfig, said: str, instead: str) -> None:
         """Refuse the overrides ``said`` if the trial config ``cfg`` they make would belong

@@ -326,6 +326,17 @@ def test_searching_a_choice_that_the_study_name_reads_is_refused_before_the_stud
     assert sorted(p.name for p in (tmp_path / "outputs/optuna").iterdir()) == ["both", "both.db"]
 
 
+def test_a_searched_choice_that_does_not_exist_is_refused_before_the_study(run_app, tmp_path):
+    result = run_app(
+        "hparams_search=optuna", "hydra.sweeper.params.model='choice(softmax_ce,nope)'", "epochs=1"
+    )
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [
+        "error: model=nope is invalid: allowed: sigmoid_mse, softmax_ce"
+    ]
+    assert not (tmp_path / "outputs").exists()  # no study database either
+
+
 def test_an_in_memory_study_names_the_best_trials_own_folder(run_app, tmp_path):
     result = run_app(
         "hparams_search=optuna", "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=2",
