@@ -136,6 +136,11 @@ class Search(OptunaSweeperImpl):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        # The study's name and storage as every trial's config resolves them: from the sweep's
+        # config, whose resolver cache (a ${now:...} in the name) each trial's config copies.
+        # (Hydra made this sweeper from a copy of the config, whose cache the trials lack.)
+        self.study_name = config.hydra.sweeper.study_name
+        self.storage = config.hydra.sweeper.storage
         # Trials of one shape (the same overrides, other values) are composed as a grid's jobs
         # are: the first by Hydra, the others from a copy of it (mlp_sweep.compose).
         self._composer = JobComposer(hydra_context.config_loader, config)
@@ -247,11 +252,24 @@ class Search(OptunaSweeperImpl):
         ready = {}
         for trial, overrides in zip(trials, jobs):
             try:
-                ready[overrides] = self._composer.compose(overrides)
+                cfg = self._composer.compose(overrides)
             except (ConfigCompositionException, OmegaConfBaseException) as err:
-                trial.set_user_attr(ERROR, one_line(err)[:1000])
-                study.tell(trial, state=TrialState.FAIL)
-                log.warning("trial %d failed: %s", trial.number, one_line(err))
+                why = one_line(err)
+                if err.__cause__ is not None:  # Hydra's line names the override, its cause why
+                    why = f"{why}: {one_line(err.__cause__)}"
+                _fail(study, trial, why)
+                continue
+            if (moved := self._moved(cfg)) is not None:
+                key, theirs, ours = moved
+                _fail(
+                    study,
+                    trial,
+                    f"its values change {key} to {theirs} from this search's {ours}; search "
+                    f"values that leave it alone, or set {key} to a value that does not read "
+                    "them",
+                )
+                continue
+            ready[overrides] = cfg
         return ready
 
     def _launch(
@@ -327,22 +345,31 @@ class Search(OptunaSweeperImpl):
 
     def _check_same_search(self, cfg: DictConfig, said: str, instead: str) -> None:
         """Refuse the overrides ``said`` if the trial config ``cfg`` they make would belong
-        to another study or folder than this search's: its trials would report to a study
-        that does not hold them, and their runs would be summarised nowhere. ``instead``:
-        what to search instead."""
+        to another study or folder than this search's (:meth:`_moved`). ``instead``: what to
+        search instead."""
+        if (moved := self._moved(cfg)) is not None:
+            key, theirs, ours = moved
+            raise ConfigError(
+                f"{said} cannot be searched: it changes {key} of a trial to {theirs} from "
+                f"this search's {ours}; search {instead}, or set {key} to a value that does "
+                "not read it"
+            )
+
+    def _moved(self, cfg: DictConfig) -> tuple[str, Any, Any] | None:
+        """The first of the keys that place a trial (its study, storage and folder) whose
+        value in the trial config ``cfg`` differs from this search's, with both values; None
+        if there is none. A trial placed elsewhere would report to a study that does not hold
+        it, and its run would be summarised nowhere."""
         ours = {
             "hydra.sweeper.study_name": self.study_name,
             "hydra.sweeper.storage": self.storage,
             "hydra.sweep.dir": str(self.sweep_dir),
         }
-        for key, value in ours.items():
-            theirs = OmegaConf.select(cfg, key)
-            if theirs != value:
-                raise ConfigError(
-                    f"{said} cannot be searched: it changes {key} of a trial to {theirs} "
-                    f"from this search's {value}; search {instead}, or set {key} to a value "
-                    "that does not read it"
-                )
+        with compose.as_job(cfg):  # ${hydra:runtime.cwd} in the storage: the job's own
+            for key, value in ours.items():
+                if (theirs := OmegaConf.select(cfg, key)) != value:
+                    return key, theirs, value
+        return None
 
     def _within_budget(self, study: optuna.Study) -> None:
         """Stop once more than ``max_failure_rate`` of ``n_trials`` have failed, counting the
@@ -675,6 +702,13 @@ def _failed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials that failed with an error of their own (not the ones that went stale)."""
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     return [trial for trial in failed if ERROR in trial.user_attrs]
+
+
+def _fail(study: optuna.Study, trial: optuna.trial.Trial, why: str) -> None:
+    """Record that ``trial`` failed before it ran, for the reason ``why``."""
+    trial.set_user_attr(ERROR, why[:1000])
+    study.tell(trial, state=TrialState.FAIL)
+    log.warning("trial %d failed: %s", trial.number, why)
 
 
 def _has_record(trial: optuna.trial.FrozenTrial) -> bool:

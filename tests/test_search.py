@@ -300,6 +300,7 @@ def test_a_trial_whose_values_cannot_be_composed_fails_and_the_search_goes_on(ru
     trials = load(tmp_path).trials
     assert states(load(tmp_path)) == ["COMPLETE", "FAIL"]
     assert "batch_size=abc" in trials[1].user_attrs["error"]
+    assert "could not be converted to Integer" in trials[1].user_attrs["error"]  # the reason
     assert not (tmp_path / "outputs/optuna/optuna-mnist_5k-val_acc/1").exists()
 
 
@@ -335,6 +336,38 @@ def test_a_searched_choice_that_does_not_exist_is_refused_before_the_study(run_a
         "error: model=nope is invalid: allowed: sigmoid_mse, softmax_ce"
     ]
     assert not (tmp_path / "outputs").exists()  # no study database either
+
+
+def test_a_trial_whose_values_move_it_out_of_the_search_fails_before_it_runs(run_app, tmp_path):
+    """A folder that reads a searched value (not a config group, checked up front) would put
+    each trial somewhere else: such a trial fails, saying so, and runs nowhere."""
+    result = run_app(
+        "hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=1",
+        "hydra.sweep.dir=sw/h${hidden}", "hydra.sweeper.max_failure_rate=1",
+        "hydra.sweeper.enqueue=[{hidden: 50}, {hidden: 100}]",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    trials = load(tmp_path).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[0].user_attrs["error"] == (
+        "its values change hydra.sweep.dir to sw/h50 from this search's sw/h100; search "
+        "values that leave it alone, or set hydra.sweep.dir to a value that does not read them"
+    )
+    assert sorted(p.name for p in (tmp_path / "sw").iterdir()) == ["h100"]
+
+
+def test_a_study_named_by_the_time_holds_every_trial_of_its_search(run_app, tmp_path):
+    """${now:...} is resolved once for the search: its trials share its name and folder."""
+    result = run_app(
+        "hparams_search=optuna", "hydra.sweeper.n_trials=2", "epochs=1",
+        "hydra.sweep.dir=sw/${now:%H-%M-%S.%f}", "hydra.sweeper.study_name=s${now:%S%f}",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    (database,) = (tmp_path / "outputs" / "optuna").glob("*.db")
+    (folder,) = (tmp_path / "sw").iterdir()
+    study = optuna.load_study(study_name=database.stem, storage=f"sqlite:///{database}")
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    assert (folder / "0" / "metrics.json").is_file() and (folder / "1" / "metrics.json").is_file()
 
 
 def test_an_in_memory_study_names_the_best_trials_own_folder(run_app, tmp_path):
