@@ -247,8 +247,9 @@ class Search(OptunaSweeperImpl):
         self, study: optuna.Study, trials: list[optuna.trial.Trial], jobs: list[tuple[str, ...]]
     ) -> dict[tuple[str, ...], DictConfig]:
         """Each trial's job config, by its overrides. A trial whose drawn values its config
-        cannot take (``choice(32,abc)`` for an integer) fails with Hydra's message, as a run
-        that raises does, and the others go on."""
+        cannot take (``choice(32,abc)`` for an integer), or would place in another study or
+        folder (:meth:`_moved`), fails before it runs, as a run that raises does, and the
+        others go on."""
         ready = {}
         for trial, overrides in zip(trials, jobs):
             try:
