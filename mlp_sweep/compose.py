@@ -38,7 +38,7 @@ class JobComposer:
 
     def __init__(self, loader: Any, master: DictConfig) -> None:
         self._loader = loader
-        self.master = master
+        self._master = master
         self._parser = OverridesParser.create(config_loader=loader)
         # A shape (the overrides with their plain values left out) -> its first job's config
         # and parsed overrides.
@@ -49,10 +49,10 @@ class JobComposer:
         shape = tuple(self._shape(o) for o in parsed)
         first = self._first.get(shape)
         if first is not None:
-            cfg = _from(first[0], first[1], parsed, self.master)
+            cfg = _from(first[0], first[1], parsed, self._master)
             if cfg is not None:
                 return cfg
-        cfg = self._loader.load_sweep_config(self.master, list(overrides))
+        cfg = self._loader.load_sweep_config(self._master, list(overrides))
         if first is None:
             self._first[shape] = (_copy(cfg), parsed)
         return cfg

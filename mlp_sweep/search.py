@@ -283,7 +283,7 @@ class Search(OptunaSweeperImpl):
         assert self.hydra_context is not None
         jobs = list(ready)
         returns: list[JobReturn] = []
-        with composed(self.hydra_context, ready, self._composer):
+        with composed(self.hydra_context, ready):
             for run in consecutive(numbers):
                 start = len(returns)
                 returns += self.launcher.launch(jobs[start : start + len(run)], run[0])

@@ -306,21 +306,13 @@ def _task(cfg: DictConfig) -> DictConfig:
     return task
 
 
-class Composed:
-    """A config loader that hands out each job's config composed already, once, from
-    ``configs``; any other job is composed by ``composer``, if given (a search's trials, as
-    its launcher asks for them). Everything else goes to the loader it wraps, as does a job a
-    launcher composes in another process (the wrapper travels there without its composer)."""
+class _Composed:
+    """A config loader that hands out each job's config composed already, once; everything
+    else goes to the loader it wraps."""
 
-    def __init__(
-        self,
-        loader: Any,
-        configs: dict[tuple[str, ...], DictConfig],
-        composer: JobComposer | None = None,
-    ) -> None:
+    def __init__(self, loader: Any, configs: dict[tuple[str, ...], DictConfig]) -> None:
         self._loader = loader
         self._configs = configs
-        self._composer = composer
 
     def load_sweep_config(
         self, master_config: DictConfig, sweep_overrides: list[str]
@@ -328,12 +320,7 @@ class Composed:
         ready = self._configs.pop(tuple(sweep_overrides), None)
         if ready is not None:
             return ready
-        if self._composer is not None and self._composer.master is master_config:
-            return self._composer.compose(sweep_overrides)
         return self._loader.load_sweep_config(master_config, sweep_overrides)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_composer": None}
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # never for our own attributes (pickling looks some up)
@@ -342,15 +329,12 @@ class Composed:
 
 
 @contextlib.contextmanager
-def composed(
-    context: HydraContext,
-    configs: dict[tuple[str, ...], DictConfig],
-    composer: JobComposer | None = None,
-) -> Iterator[None]:
+def composed(context: HydraContext, configs: dict[tuple[str, ...], DictConfig]) -> Iterator[None]:
     """Meanwhile, the launcher sharing ``context`` takes its jobs' configs from ``configs``
-    and ``composer`` (:class:`Composed`) rather than have Hydra compose each from scratch."""
+    (:class:`_Composed`) rather than have Hydra compose each from scratch; a launcher that
+    composes in processes of its own gets them there too."""
     loader = context.config_loader
-    context.config_loader = Composed(loader, configs, composer)
+    context.config_loader = _Composed(loader, configs)
     try:
         yield
     finally:
