@@ -2,13 +2,15 @@
 
 Hydra composes every job from scratch: it builds the defaults list, reads every config file and
 merges them over the schema, which costs more than training a one-epoch job. Most jobs of a
-grid differ from an earlier job only in the values of plain ``key=value`` overrides
-(``hidden=50`` and ``hidden=100``, with the same config group choices). Such a job starts from
-a copy of the earlier job's config, and its own values are applied by Hydra's own override
-code, the last step of Hydra's own composition. Everything else is composed by Hydra: the
-first job of each shape, a config group choice that differs (``model=...``), ``+key``,
-``++key``, ``~key``, ``key=append(...)``, a dict value, and any ``hydra.`` key.
-``tests/test_compose.py`` compares the two ways across every kind of override.
+sweep differ from an earlier job only in plain ``key=value`` overrides: other values
+(``hidden=50`` and ``hidden=100`` in a grid), or more of them (a search's trial, after the
+config of its fixed settings and its config group choice), with the same config group
+choices and other overrides. Such a job starts from a copy of the earlier job's config, and
+its own values are applied by Hydra's own override code, the last step of Hydra's own
+composition. Everything else is composed by Hydra: the first job of each kind, a config group
+choice that differs (``model=...``), ``+key``, ``++key``, ``~key``, ``key=append(...)``, a
+dict value and any ``hydra.`` key. ``tests/test_compose.py`` compares the two ways across
+every kind of override.
 """
 
 from __future__ import annotations
@@ -34,35 +36,83 @@ from mlp_sweep.errors import ConfigError
 
 class JobComposer:
     """``compose(overrides)`` is ``loader.load_sweep_config(master, overrides)``, with a
-    job that only changes values of an earlier job's plain overrides copied from it."""
+    job that only changes or adds values to an earlier job's plain overrides copied from it."""
 
     def __init__(self, loader: Any, master: DictConfig) -> None:
         self._loader = loader
         self._master = master
         self._parser = OverridesParser.create(config_loader=loader)
-        # A shape (the overrides with their plain values left out) -> its first job's config
-        # and parsed overrides.
-        self._first: dict[tuple[Any, ...], tuple[DictConfig, list[Override]]] = {}
+        # The overrides other than plain values (config group choices sorted: Hydra applies
+        # them to the defaults list, in any order; the others in order) -> the jobs Hydra
+        # composed with them, each as its config and parsed overrides.
+        self._composed: dict[tuple[Any, ...], list[tuple[DictConfig, list[Override]]]] = {}
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         parsed = self._parser.parse_overrides(list(overrides))
-        shape = tuple(self._shape(o) for o in parsed)
-        first = self._first.get(shape)
-        if first is not None:
-            cfg = _from(first[0], first[1], parsed, self._master)
+        kind = self._kind(parsed)
+        for first, first_overrides in self._composed.get(kind, []):
+            cfg = self._from(first, first_overrides, parsed)
             if cfg is not None:
                 return cfg
         cfg = self._loader.load_sweep_config(self._master, list(overrides))
-        if first is None:
-            self._first[shape] = (_copy(cfg), parsed)
+        self._composed.setdefault(kind, []).append((_copy(cfg), parsed))
         return cfg
 
-    def _shape(self, override: Override) -> Any:
-        """``("value", key)`` for an override whose value alone may differ between jobs of
-        one shape; its whole line for any other."""
-        if _plain(override) and not self._names_config(override.key_or_group):
-            return ("value", override.key_or_group)
-        return ("line", override.input_line)
+    def _from(
+        self, first: DictConfig, first_overrides: list[Override], overrides: list[Override]
+    ) -> DictConfig | None:
+        """The config of a job whose plain ``overrides`` change or add values to those
+        ``first`` was composed with (its other overrides being the same), or None: where
+        ``first`` set a value this job leaves at its default, or where a plain override touches
+        a key another override touches (their order, which may differ from ``first``'s, would
+        then matter; a config group choice is applied before any value, whatever its place). A
+        value Hydra refuses raises the error Hydra's composition raises, from the same code."""
+        before = {o.key_or_group: o.input_line for o in first_overrides if self._plain(o)}
+        said = {o.key_or_group for o in overrides if self._plain(o)}
+        if not said.issuperset(before):
+            return None
+        keys = [o.key_or_group for o in overrides if not self._choice(o)]
+        for key in said:
+            if (
+                sum(k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in keys)
+                > 1
+            ):
+                return None
+        changed = [
+            o for o in overrides if self._plain(o) and before.get(o.key_or_group) != o.input_line
+        ]
+        cfg = _copy(first)
+        ConfigLoaderImpl._apply_overrides_to_config(changed, cfg)
+        cfg.hydra.overrides.task = [o.input_line for o in overrides if not o.is_hydra_override()]
+        OmegaConf.copy_cache(from_config=self._master, to_config=cfg)
+        return cfg
+
+    def _kind(self, overrides: list[Override]) -> tuple[Any, ...]:
+        """What a job shares with each job it can start from: its overrides that are not
+        plain values, config group choices sorted and the others in order."""
+        other = [o for o in overrides if not self._plain(o)]
+        choices = tuple(sorted(o.input_line for o in other if self._choice(o)))
+        return choices, tuple(o.input_line for o in other if not self._choice(o))
+
+    def _plain(self, override: Override) -> bool:
+        """A ``key=value`` override of a value, which Hydra applies to the composed config."""
+        return (
+            override.type == OverrideType.CHANGE
+            and override.package is None
+            and not override.is_list_extend()
+            and not override.key_or_group.startswith("hydra")
+            and not isinstance(override.value(), dict)
+            and not self._names_config(override.key_or_group)
+        )
+
+    def _choice(self, override: Override) -> bool:
+        """A ``group=option`` override, which Hydra applies to the defaults list."""
+        return (
+            override.type == OverrideType.CHANGE
+            and override.package is None
+            and isinstance(override.value(), str)
+            and self._group_exists(override.key_or_group)
+        )
 
     def _names_config(self, key: str) -> bool:
         repository = getattr(self._loader, "repository", None)
@@ -70,35 +120,9 @@ class JobComposer:
             return True
         return repository.group_exists(key) or repository.config_exists(key)
 
-
-def _plain(override: Override) -> bool:
-    return (
-        override.type == OverrideType.CHANGE
-        and override.package is None
-        and not override.is_list_extend()
-        and not override.key_or_group.startswith("hydra")
-        and not isinstance(override.value(), dict)
-    )
-
-
-def _from(
-    first: DictConfig, first_overrides: list[Override], overrides: list[Override], master: Any
-) -> DictConfig | None:
-    """The config of a job of ``first``'s shape, or None where another override touches a
-    key whose value differs (the order of the two would then matter)."""
-    changed = [
-        new for old, new in zip(first_overrides, overrides) if old.input_line != new.input_line
-    ]
-    keys = [o.key_or_group for o in overrides]
-    for override in changed:
-        key = override.key_or_group
-        if sum(k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in keys) > 1:
-            return None
-    cfg = _copy(first)
-    ConfigLoaderImpl._apply_overrides_to_config(changed, cfg)
-    cfg.hydra.overrides.task = [o.input_line for o in overrides if not o.is_hydra_override()]
-    OmegaConf.copy_cache(from_config=master, to_config=cfg)
-    return cfg
+    def _group_exists(self, key: str) -> bool:
+        repository = getattr(self._loader, "repository", None)
+        return repository is not None and repository.group_exists(key)
 
 
 def _copy(cfg: DictConfig) -> DictConfig:

@@ -83,6 +83,93 @@ def test_each_job_is_the_config_hydra_composes(arguments):
     assert composed > 1  # not two refusals compared
 
 
+# Jobs composed one after another, as a search composes them: the config of its fixed
+# settings, each config group choice, then trials that add their drawn values.
+SEQUENCES = {
+    "a trial after its choice": [
+        ["epochs=1", "model=softmax_ce"],
+        ["lr=0.3", "hidden=20", "model=softmax_ce", "epochs=1", "trial=0"],
+        ["lr=0.2", "hidden=30", "model=softmax_ce", "epochs=1", "trial=1"],
+    ],
+    "choices in another order": [
+        ["optimizer=adam", "model=softmax_ce", "epochs=1"],
+        ["model=softmax_ce", "lr=0.01", "optimizer=adam", "epochs=1"],
+    ],
+    "a value left out": [["lr=0.3", "hidden=5"], ["hidden=6"]],
+    "a value Hydra refuses": [["hidden=5"], ["hidden=5", "batch_size=abc"]],
+    "a key that is not there": [["epochs=1"], ["epochs=1", "hiden=3"]],
+    "a key of a choice": [["optimizer=adam"], ["optimizer=adam", "optimizer.lr=0.1"]],
+    "keys of a choice set before it": [
+        ["optimizer.momentum=0.5", "optimizer=sgd", "optimizer.nesterov=true"],
+        ["optimizer.momentum=0.7", "optimizer=sgd", "optimizer.nesterov=false", "lr=0.2"],
+    ],
+    "a key the other choice lacks": [
+        ["optimizer=sgd", "optimizer.momentum=0.5"],
+        ["optimizer=adam", "optimizer.momentum=0.5"],
+    ],
+    "a key set then deleted": [
+        ["optimizer.momentum=0.5", "~optimizer.momentum"],
+        ["~optimizer.momentum", "optimizer.momentum=0.5", "lr=0.1"],
+    ],
+    "an added key set": [
+        ["+optimizer.foreach=true"],
+        ["+optimizer.foreach=true", "optimizer.foreach=false", "lr=0.1"],
+    ],
+    "an appended choice": [["+experiment=l09_softmax_ce"], ["+experiment=l09_softmax_ce", "lr=1"]],
+    "a choice twice": [["model=softmax_ce"], ["model=softmax_ce", "model=softmax_ce", "lr=1"]],
+    "an interpolation to an added value": [
+        ["batch_size=${hidden}"],
+        ["batch_size=${hidden}", "hidden=50", "trial=3"],
+    ],
+}
+
+
+@pytest.mark.parametrize("jobs", SEQUENCES.values(), ids=SEQUENCES.keys())
+def test_a_job_after_another_is_the_config_hydra_composes(jobs):
+    loader, master, _ = _loader_and_master(["hidden=1,2"])
+    composer = JobComposer(loader, master)
+    for job in jobs:
+        expected = _composed(lambda j: loader.load_sweep_config(master, j), job)
+        assert _composed(composer.compose, job) == expected, job
+
+
+def test_a_searchs_trials_start_from_the_config_of_their_choice(monkeypatch):
+    """Hydra composes a search's fixed settings with each config group choice once; each
+    trial of that choice starts from that config and adds its drawn values."""
+    loader, master, _ = _loader_and_master(["hidden=1,2"])
+    composer = JobComposer(loader, master)
+    variants = [["epochs=1", f"model={m}"] for m in ("sigmoid_mse", "softmax_ce")]
+    for job in variants:
+        composer.compose(job)
+    calls = []
+    monkeypatch.setattr(
+        loader, "load_sweep_config", lambda *a: calls.append(a) or pytest.fail("composed anew")
+    )
+    for n, (lr, model) in enumerate(
+        [(0.1, "softmax_ce"), (0.2, "sigmoid_mse"), (0.3, "softmax_ce")]
+    ):
+        cfg = composer.compose([f"lr={lr}", f"model={model}", "epochs=1", f"trial={n}"])
+        assert (cfg.lr, cfg.model.name, cfg.epochs, cfg.trial) == (lr, model, 1, n)
+    assert calls == []
+
+
+def test_trials_that_set_keys_of_their_choice_start_from_one_composed(monkeypatch):
+    """A space drawing an optimizer and its settings (``hparams_search=wide``): each
+    optimizer's first trial is composed by Hydra, its later trials start from it."""
+    loader, master, _ = _loader_and_master(["hidden=1,2"])
+    composer = JobComposer(loader, master)
+    composed = []
+    compose = loader.load_sweep_config
+    monkeypatch.setattr(
+        loader, "load_sweep_config", lambda m, o: composed.append(o) or compose(m, o)
+    )
+    for n, momentum in enumerate([0.1, 0.2, 0.3]):
+        job = ["optimizer=sgd", f"optimizer.momentum={momentum}", f"hidden=[{n + 5}]"]
+        cfg = composer.compose([*job, f"trial={n}"])
+        assert (cfg.optimizer.momentum, list(cfg.hidden), cfg.trial) == (momentum, [n + 5], n)
+    assert len(composed) == 1
+
+
 def test_a_key_deleted_in_a_grid_is_deleted_whatever_its_value():
     loader, master, jobs = _loader_and_master(["~optimizer.momentum", "~tags", "lr=0.1,0.2"])
     for job in jobs:
