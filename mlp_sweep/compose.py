@@ -43,45 +43,46 @@ class JobComposer:
         self._master = master
         self._parser = OverridesParser.create(config_loader=loader)
         # The overrides other than plain values (config group choices sorted: Hydra applies
-        # them to the defaults list, in any order; the others in order) -> the jobs Hydra
-        # composed with them, each as its config and parsed overrides.
-        self._composed: dict[tuple[Any, ...], list[tuple[DictConfig, list[Override]]]] = {}
+        # them to the defaults list, in any order; the others in order) -> the set of keys of
+        # the plain values a job Hydra composed with them set -> its config and those values.
+        self._composed: dict[tuple[Any, ...], dict[frozenset[str], tuple[DictConfig, dict]]] = {}
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         parsed = self._parser.parse_overrides(list(overrides))
-        kind = self._kind(parsed)
-        for first, first_overrides in self._composed.get(kind, []):
-            cfg = self._from(first, first_overrides, parsed)
-            if cfg is not None:
-                return cfg
+        plain = [o for o in parsed if self._plain(o)]
+        values = {o.key_or_group: o.input_line for o in plain}
+        if self._touched_twice(parsed, values):
+            return self._loader.load_sweep_config(self._master, list(overrides))
+        composed = self._composed.setdefault(self._kind(parsed), {})
+        for keys, (first, before) in composed.items():
+            if keys <= values.keys():
+                return self._from(first, before, parsed, plain)
         cfg = self._loader.load_sweep_config(self._master, list(overrides))
-        self._composed.setdefault(kind, []).append((_copy(cfg), parsed))
+        composed[frozenset(values)] = (_copy(cfg), values)
         return cfg
 
-    def _from(
-        self, first: DictConfig, first_overrides: list[Override], overrides: list[Override]
-    ) -> DictConfig | None:
-        """The config of a job whose plain ``overrides`` change or add values to those
-        ``first`` was composed with (its other overrides being the same), or None: where
-        ``first`` set a value this job leaves at its default, or where a plain override touches
-        a key another override touches (their order, which may differ from ``first``'s, would
-        then matter; a config group choice is applied before any value, whatever its place). A
-        value Hydra refuses raises the error Hydra's composition raises, from the same code."""
-        before = {o.key_or_group: o.input_line for o in first_overrides if self._plain(o)}
-        said = {o.key_or_group for o in overrides if self._plain(o)}
-        if not said.issuperset(before):
-            return None
+    def _touched_twice(self, overrides: list[Override], values: dict[str, str]) -> bool:
+        """Whether a plain value's key is touched by another override too: their order, which
+        may differ from an earlier job's, would then matter. A config group choice is applied
+        before any value, whatever its place."""
         keys = [o.key_or_group for o in overrides if not self._choice(o)]
-        for key in said:
-            if (
-                sum(k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in keys)
-                > 1
-            ):
-                return None
-        changed = [
-            o for o in overrides if self._plain(o) and before.get(o.key_or_group) != o.input_line
-        ]
+        return any(
+            sum(k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in keys) > 1
+            for key in values
+        )
+
+    def _from(
+        self,
+        first: DictConfig,
+        before: dict[str, str],
+        overrides: list[Override],
+        plain: list[Override],
+    ) -> DictConfig:
+        """The config of a job whose ``plain`` overrides change or add values to those
+        (``before``) that ``first`` was composed with, its other overrides being the same. A
+        value Hydra refuses raises the error Hydra's composition raises, from the same code."""
         cfg = _copy(first)
+        changed = [o for o in plain if before.get(o.key_or_group) != o.input_line]
         ConfigLoaderImpl._apply_overrides_to_config(changed, cfg)
         cfg.hydra.overrides.task = [o.input_line for o in overrides if not o.is_hydra_override()]
         OmegaConf.copy_cache(from_config=self._master, to_config=cfg)

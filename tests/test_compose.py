@@ -13,6 +13,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import setup_globals
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from mlp_sweep.app import CONFIG_DIR
@@ -126,6 +128,26 @@ SEQUENCES = {
 
 @pytest.mark.parametrize("jobs", SEQUENCES.values(), ids=SEQUENCES.keys())
 def test_a_job_after_another_is_the_config_hydra_composes(jobs):
+    loader, master, _ = _loader_and_master(["hidden=1,2"])
+    composer = JobComposer(loader, master)
+    for job in jobs:
+        expected = _composed(lambda j: loader.load_sweep_config(master, j), job)
+        assert _composed(composer.compose, job) == expected, job
+
+
+# Overrides a job of a sweep may hold, in any order: config group choices, values (of keys
+# of a choice too), lists, an interpolation, an added and a deleted key.
+POOL = [
+    "model=softmax_ce", "optimizer=adam", "optimizer=sgd", "lr=0.1", "lr=0.2", "hidden=5",
+    "hidden=[6,7]", "optimizer.lr=0.3", "optimizer.momentum=0.5", "batch_size=${epochs}",
+    "epochs=2", "+optimizer.foreach=true", "~optimizer.momentum", "seed=3",
+]  # fmt: skip
+JOBS = st.lists(st.sampled_from(POOL), max_size=5, unique=True)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(JOBS, min_size=2, max_size=4))
+def test_any_jobs_one_after_another_are_the_configs_hydra_composes(jobs):
     loader, master, _ = _loader_and_master(["hidden=1,2"])
     composer = JobComposer(loader, master)
     for job in jobs:
