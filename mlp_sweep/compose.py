@@ -46,14 +46,18 @@ class JobComposer:
         # them to the defaults list, in any order; the others in order) -> the set of keys of
         # the plain values a job Hydra composed with them set -> its config and those values.
         self._composed: dict[tuple[Any, ...], dict[frozenset[str], tuple[DictConfig, dict]]] = {}
+        self._repositories: dict[tuple[str, ...], Any] = {}
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         parsed = self._parser.parse_overrides(list(overrides))
-        plain = [o for o in parsed if self._plain(o)]
-        values = {o.key_or_group: o.input_line for o in plain}
-        if self._touched_twice(parsed, values):
+        repo = self._repository(parsed)
+        if repo is None:
             return self._loader.load_sweep_config(self._master, list(overrides))
-        composed = self._composed.setdefault(self._kind(parsed), {})
+        plain = [o for o in parsed if _plain(o, repo)]
+        values = {o.key_or_group: o.input_line for o in plain}
+        if _touched_twice(parsed, values, repo):
+            return self._loader.load_sweep_config(self._master, list(overrides))
+        composed = self._composed.setdefault(_kind(parsed, repo), {})
         for keys, (first, before) in composed.items():
             if keys <= values.keys():
                 return self._from(first, before, parsed, plain)
@@ -61,15 +65,17 @@ class JobComposer:
         composed[frozenset(values)] = (_copy(cfg), values)
         return cfg
 
-    def _touched_twice(self, overrides: list[Override], values: dict[str, str]) -> bool:
-        """Whether a plain value's key is touched by another override too: their order, which
-        may differ from an earlier job's, would then matter. A config group choice is applied
-        before any value, whatever its place."""
-        keys = [o.key_or_group for o in overrides if not self._choice(o)]
-        return any(
-            sum(k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in keys) > 1
-            for key in values
-        )
+    def _repository(self, overrides: list[Override]) -> Any:
+        """The config groups and configs Hydra composes a job from: its loader's, with the
+        ``hydra.searchpath`` the sweep or the job gives (which Hydra adds for each
+        composition). None where the loader is not Hydra's own: Hydra then composes each job."""
+        lines = tuple(o.input_line for o in overrides if o.key_or_group == "hydra.searchpath")
+        if lines not in self._repositories:
+            make = getattr(self._loader, "_parse_overrides_and_create_caching_repo", None)
+            sweep = list(self._master.hydra.overrides.hydra)
+            name = self._master.hydra.job.config_name
+            self._repositories[lines] = None if make is None else make(name, [*sweep, *lines])[1]
+        return self._repositories[lines]
 
     def _from(
         self,
@@ -88,42 +94,47 @@ class JobComposer:
         OmegaConf.copy_cache(from_config=self._master, to_config=cfg)
         return cfg
 
-    def _kind(self, overrides: list[Override]) -> tuple[Any, ...]:
-        """What a job shares with each job it can start from: its overrides that are not
-        plain values, config group choices sorted and the others in order."""
-        other = [o for o in overrides if not self._plain(o)]
-        choices = tuple(sorted(o.input_line for o in other if self._choice(o)))
-        return choices, tuple(o.input_line for o in other if not self._choice(o))
 
-    def _plain(self, override: Override) -> bool:
-        """A ``key=value`` override of a value, which Hydra applies to the composed config."""
-        return (
-            override.type == OverrideType.CHANGE
-            and override.package is None
-            and not override.is_list_extend()
-            and not override.key_or_group.startswith("hydra")
-            and not isinstance(override.value(), dict)
-            and not self._names_config(override.key_or_group)
-        )
+def _kind(overrides: list[Override], repo: Any) -> tuple[Any, ...]:
+    """What a job shares with each job it can start from: its overrides that are not plain
+    values, config group choices sorted and the others in order."""
+    other = [o for o in overrides if not _plain(o, repo)]
+    choices = tuple(sorted(o.input_line for o in other if _choice(o, repo)))
+    return choices, tuple(o.input_line for o in other if not _choice(o, repo))
 
-    def _choice(self, override: Override) -> bool:
-        """A ``group=option`` override, which Hydra applies to the defaults list."""
-        return (
-            override.type == OverrideType.CHANGE
-            and override.package is None
-            and isinstance(override.value(), str)
-            and self._group_exists(override.key_or_group)
-        )
 
-    def _names_config(self, key: str) -> bool:
-        repository = getattr(self._loader, "repository", None)
-        if repository is None:
-            return True
-        return repository.group_exists(key) or repository.config_exists(key)
+def _touched_twice(overrides: list[Override], values: dict[str, str], repo: Any) -> bool:
+    """Whether a plain value's key is touched by another override too: their order, which may
+    differ from an earlier job's, would then matter. A config group choice is applied before
+    any value, whatever its place."""
+    keys = [o.key_or_group for o in overrides if not _choice(o, repo)]
+    return any(
+        sum(k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in keys) > 1
+        for key in values
+    )
 
-    def _group_exists(self, key: str) -> bool:
-        repository = getattr(self._loader, "repository", None)
-        return repository is not None and repository.group_exists(key)
+
+def _plain(override: Override, repo: Any) -> bool:
+    """A ``key=value`` override of a value, which Hydra applies to the composed config."""
+    key = override.key_or_group
+    return (
+        override.type == OverrideType.CHANGE
+        and override.package is None
+        and not override.is_list_extend()
+        and not key.startswith("hydra")
+        and not isinstance(override.value(), dict)
+        and not (repo.group_exists(key) or repo.config_exists(key))
+    )
+
+
+def _choice(override: Override, repo: Any) -> bool:
+    """A ``group=option`` override, which Hydra applies to the defaults list."""
+    return (
+        override.type == OverrideType.CHANGE
+        and override.package is None
+        and isinstance(override.value(), str)
+        and repo.group_exists(override.key_or_group)
+    )
 
 
 def _copy(cfg: DictConfig) -> DictConfig:

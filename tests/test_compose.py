@@ -85,6 +85,29 @@ def test_each_job_is_the_config_hydra_composes(arguments):
     assert composed > 1  # not two refusals compared
 
 
+def test_a_config_group_on_the_search_path_is_composed_as_hydra_composes_it(tmp_path):
+    """Config groups that only ``hydra.searchpath`` adds are choices too: ``console`` (also a
+    key of the config) and ``act`` (not one), chosen in an experiment of the same path."""
+    for name, text in {
+        "experiment/mine.yaml": "defaults:\n  - /console: epochs\n  - /act: relu\n",
+        "console/epochs.yaml": "console: epochs\nthreads: 1\nseed: 7\n",
+        "console/auto.yaml": "console: auto\nseed: 1\n",
+        "act/relu.yaml": "model:\n  activation: relu\n",
+        "act/tanh.yaml": "model:\n  activation: tanh\nepochs: 3\n",
+    }.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f"# @package _global_\n{text}")
+    loader, master, jobs = _loader_and_master(
+        [f"hydra.searchpath=[file://{tmp_path}]", "experiment=mine", "console=epochs,auto",
+         "act=relu,tanh", "lr=0.1,0.2"]
+    )  # fmt: skip
+    composer = JobComposer(loader, master)
+    for job in jobs:
+        expected = _composed(lambda j: loader.load_sweep_config(master, j), job)
+        assert expected[0] != "refused", expected
+        assert _composed(composer.compose, job) == expected, job
+
+
 # Jobs composed one after another, as a search composes them: the config of its fixed
 # settings, each config group choice, then trials that add their drawn values.
 SEQUENCES = {
