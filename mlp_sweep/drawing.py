@@ -143,13 +143,14 @@ def title(run_dir: Path, overrides: Sequence[str]) -> str:
 
 
 def draw_missing(sweep_dir: Path) -> list[Path]:
-    """Draw, here, the ``curves.png`` of every run under ``sweep_dir`` that ended with
+    """Draw, here, the ``curves.png`` of every run under ``sweep_dir`` (at any depth, as
+    ``hydra.sweep.subdir`` may nest them) that ended with
     epochs in its history but has none: its figure was lost with the process drawing it
     (killed with its sweep, say). Returns the figures drawn; costs a look per run folder."""
     from mlp_sweep import records
 
     drawn = []
-    for metrics in sorted(Path(sweep_dir).glob(f"*/{records.METRICS_FILE}")):
+    for metrics in sorted(Path(sweep_dir).rglob(records.METRICS_FILE)):
         run_dir = metrics.parent
         if (run_dir / records.CURVES_FILE).exists():
             continue
@@ -225,7 +226,7 @@ def summarise(sweep_dir: Path) -> bool:
     if status in (0, TABLES_FAILED):
         return status == 0
     # Only that process writes these (the sweep holds its folder).
-    for pattern in (".summary.*.tmp", "*/.curves.png.*.tmp", ".optuna_*.png.*.tmp"):
+    for pattern in (".summary.*.tmp", "**/.curves.png.*.tmp", ".optuna_*.png.*.tmp"):
         for leftover in Path(sweep_dir).glob(pattern):
             leftover.unlink(missing_ok=True)
     for study in studies:

@@ -218,20 +218,27 @@ def test_runs_that_completed_keep_their_curves_when_the_sweep_is_killed(tmp_path
     assert (first.parent / "curves.png").read_bytes()[:4] == PNG
 
 
-def test_a_curves_png_lost_with_the_drawing_process_is_drawn_again(tmp_path, run_script):
+@pytest.mark.parametrize(
+    "subdir, run",
+    [([], "0"), (["hydra.sweep.subdir=${model.name}/${hidden}"], "softmax_ce/20")],
+    ids=["flat", "nested"],
+)
+def test_a_curves_png_lost_with_the_drawing_process_is_drawn_again(
+    tmp_path, run_script, subdir, run
+):
     """A run marked complete whose figure was still with the drawing process when both were
     killed: the same command run again draws it (the run is kept, not trained again), and so
-    does `mlp-sweep collect`."""
-    sweep = ["-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=s"]
+    does `mlp-sweep collect`; in a run folder of the sweep's folder or below it."""
+    sweep = ["-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=s", *subdir]
     assert run_script(*sweep).code == 0
-    lost = tmp_path / "s" / "0" / "curves.png"
-    kept = (tmp_path / "s" / "0" / "metrics.json").read_text()
+    lost = tmp_path / "s" / run / "curves.png"
+    kept = (tmp_path / "s" / run / "metrics.json").read_text()
     lost.unlink()  # as a kill of the sweep and its drawing process leaves it
 
     again = run_script(*sweep)
     assert again.code == 0, again.err
     assert lost.read_bytes()[:4] == PNG
-    assert (tmp_path / "s" / "0" / "metrics.json").read_text() == kept  # not trained again
+    assert (tmp_path / "s" / run / "metrics.json").read_text() == kept  # not trained again
 
     lost.unlink()
     assert cli.main(["collect", str(tmp_path / "s")]) == 0
