@@ -95,12 +95,13 @@ class Space:
             overrides = self(cfg, trial)
             drawn.update(trial.distributions)
             for key in overrides:
-                self._check_key(cfg, key, fixed, searched)
+                self._check_key(key, fixed, searched)
             try:
                 compose(to_overrides(overrides))
             except ConfigError as err:
                 raise ConfigError(f"hydra.sweeper.space={self.path!r} drew {err}") from None
             except Exception as err:
+                self._check_keys_exist(cfg, overrides)
                 first = str(err).strip().splitlines()[0] if str(err).strip() else one_line(err)
                 raise ConfigError(
                     f"hydra.sweeper.space={self.path!r} drew {' '.join(to_overrides(overrides))}"
@@ -109,11 +110,7 @@ class Space:
         return drawn
 
     def _check_key(
-        self,
-        cfg: DictConfig,
-        key: str,
-        fixed: Mapping[str, Any],
-        searched: Mapping[str, BaseDistribution],
+        self, key: str, fixed: Mapping[str, Any], searched: Mapping[str, BaseDistribution]
     ) -> None:
         if key in fixed:
             raise ConfigError(
@@ -125,13 +122,24 @@ class Space:
                 f"hydra.sweeper.space={self.path!r} sets {key}, which hydra.sweeper.params "
                 "searches too; drop one of them (hparams_search=wide has no params)"
             )
-        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-            allowed = ", ".join(sorted(k for k in cfg if k != "hydra"))
-            raise ConfigError(
-                f"hydra.sweeper.space={self.path!r} sets {key!r}, which is not a config key "
-                f"(a space that draws helper values, such as a depth, returns its overrides "
-                f"as a dict); allowed: {allowed}"
-            )
+
+    def _check_keys_exist(self, cfg: DictConfig, overrides: Mapping[str, Any]) -> None:
+        """Name a key of a draw that could not be composed which ``cfg`` lacks, such as a
+        helper value (``depth``) the space returned as an override. A key below one the draw
+        sets too (``optimizer.betas`` beside ``optimizer``, a config group choice) is left to
+        the composition's own error: it may be a key of that choice only."""
+        for key in overrides:
+            parents = {key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1)}
+            if (
+                parents.isdisjoint(overrides)
+                and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT
+            ):
+                allowed = ", ".join(sorted(k for k in cfg if k != "hydra"))
+                raise ConfigError(
+                    f"hydra.sweeper.space={self.path!r} sets {key!r}, which is not a config "
+                    f"key (a space that draws helper values, such as a depth, returns its "
+                    f"overrides as a dict); allowed: {allowed}"
+                )
 
 
 def load(path: str | None, alias: str | None, trusted: Sequence[str]) -> Space | None:

@@ -29,6 +29,17 @@ def draws_a_depth(cfg, trial):  # returns nothing: its suggestions would be the 
 
 def breaks(cfg, trial):
     raise RuntimeError("no space today")
+
+
+def betas_of_adam(cfg, trial):  # keys only the drawn choice has
+    optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+    if optimizer == "sgd":
+        return {"optimizer": optimizer}
+    return {"optimizer": optimizer, "optimizer.betas": [trial.suggest_float("b1", 0.8, 0.95), 0.99]}
+
+
+def betas_of_sgd(cfg, trial):
+    return {"optimizer": "sgd", "optimizer.betas": [trial.suggest_float("b1", 0.8, 0.95), 0.99]}
 """
 USER_LR = {"sgd": (0.05, 0.5), "adam": (1e-4, 1e-2)}
 WIDE_LR = {"sgd": (0.005, 0.5), "adam": (1e-4, 1e-2), "adamw": (1e-4, 1e-2)}
@@ -67,6 +78,20 @@ def test_a_user_space_with_optimizer_dependent_lr_ranges_runs_trials_that_obey_i
         assert low <= run["params"]["lr"] <= high
         assert run["params"]["hidden"] == [32]
     assert {r["choices"]["optimizer"] for r in runs} == {"sgd", "adam"}
+
+
+def test_a_space_may_set_keys_that_only_its_drawn_config_group_choice_has(
+    run_app, tmp_path, user_module
+):
+    result = run_app(
+        "hparams_search=wide", f"hydra.sweeper.space={user_module}.betas_of_adam",
+        f"hydra.sweeper.trusted_spaces=[{user_module}.*]", "hydra.sweeper.n_trials=4", "epochs=1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    runs = trial_runs(tmp_path, "wide-mnist_5k-val_acc")
+    adam = [r for r in runs if r["choices"]["optimizer"] == "adam"]
+    assert len(runs) == 4 and adam
+    assert all(r["config"]["optimizer"]["betas"][1] == 0.99 for r in adam)
 
 
 @pytest.mark.slow
@@ -155,6 +180,13 @@ def test_a_space_that_returns_nothing_overrides_what_it_suggested(user_module):
                 "hydra.sweeper.trusted_spaces=[my_spaces.breaks,my_spaces.draws_a_depth]",
             ],
             "sets 'depth', which is not a config key",
+        ),
+        (
+            [
+                "hydra.sweeper.space=my_spaces.betas_of_sgd",
+                "hydra.sweeper.trusted_spaces=[my_spaces.*]",
+            ],
+            "which cannot be composed: Could not override 'optimizer.betas'",
         ),
         (["optimizer=sgd"], "sets optimizer, which is fixed to optimizer=sgd"),
         (["hparams_search=optuna", "hydra.sweeper.space=mlp_sweep.spaces.wide"], "params searches"),
