@@ -138,8 +138,15 @@ def curves(history: Sequence[Mapping[str, Any]], path: Path, title: str, now: bo
 
 
 def title(run_dir: Path, overrides: Sequence[str]) -> str:
-    """The title of a run's ``curves.png``: its folder and its overrides."""
-    return f"{Path(run_dir).name}: {' '.join(overrides)}"[:120]
+    """The title of a run's ``curves.png``: its folder and its overrides, in at most two
+    lines as wide as the figure (its ``.hydra/overrides.yaml`` holds them all)."""
+    import textwrap
+
+    text = f"{Path(run_dir).name}: {' '.join(overrides)}"
+    return textwrap.fill(text, width=TITLE_WIDTH, max_lines=2, placeholder=" ...")
+
+
+TITLE_WIDTH = 95  # characters of a line of a curves.png title
 
 
 def draw_missing(sweep_dir: Path) -> list[Path]:

@@ -69,7 +69,7 @@ def _draw_curves(history: Mapping[str, Sequence[float]], path: Path, title: str)
             ax.legend(handles=shown, loc=corner, fontsize="small")
         elif ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize="medium")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=72))
 
 

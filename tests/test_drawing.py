@@ -19,7 +19,7 @@ from test_faults import start
 
 from mlp_sweep import cli, drawing
 from mlp_sweep.callbacks import CollectSweep
-from mlp_sweep.records import STUDY_PLOTS
+from mlp_sweep.records import EPOCH_FIELDS, STUDY_PLOTS
 
 STUDY = "optuna-mnist_5k-val_acc"  # hparams_search=optuna's study, on the default data
 
@@ -256,3 +256,21 @@ def test_the_figures_process_imports_the_package_of_its_sweep_not_the_working_fo
     assert result.code == 0, result.err
     assert not marker.exists()
     assert len(list(tmp_path.glob("outputs/sweeps/*/*/curves.png"))) == 2
+
+
+def test_a_long_title_of_a_runs_curves_stays_inside_its_figure(tmp_path):
+    """The run's folder and its overrides, however many: the title is wrapped, not cut at
+    the figure's edges."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    from mlp_sweep import plots
+
+    overrides = [f"optimizer.weight_decay_{n}=0.0002642146388997605" for n in range(8)]
+    name = drawing.title(tmp_path / "run-17", overrides)
+    history = {key: [1.0] for key in EPOCH_FIELDS}
+    plots.plot_curves(history, tmp_path / "c.png", name)
+    fig, _ = plots._curves_figure()
+    width, height = fig.bbox.width, fig.bbox.height
+    box = fig._suptitle.get_window_extent(RendererAgg(width, height, fig.dpi))
+    assert box.x0 >= 0 and box.x1 <= width and box.y1 <= height
+    assert fig._suptitle.get_text().startswith("run-17: optimizer.weight_decay_0=")
