@@ -151,9 +151,10 @@ TITLE_WIDTH = 95  # characters of a line of a curves.png title
 
 def draw_missing(sweep_dir: Path) -> list[Path]:
     """Draw, here, the ``curves.png`` of every run under ``sweep_dir`` (at any depth, as
-    ``hydra.sweep.subdir`` may nest them) that ended with
-    epochs in its history but has none: its figure was lost with the process drawing it
-    (killed with its sweep, say). Returns the figures drawn; costs a look per run folder."""
+    ``hydra.sweep.subdir`` may nest them) that ended with epochs in its history but has
+    none: the run was stopped before it was drawn (a trial whose sweep was killed), or its
+    figure was lost with the process drawing it. Returns the figures drawn; costs a look per
+    run folder."""
     from mlp_sweep import records
 
     drawn = []
@@ -175,7 +176,11 @@ def draw_missing(sweep_dir: Path) -> list[Path]:
             continue
         drawn.append(path)
     if drawn:
-        log.warning("drew %d curves.png lost with the process drawing them", len(drawn))
+        log.warning(
+            "drew %d missing curves.png (a run, or the process drawing its figure, was "
+            "stopped before it was drawn)",
+            len(drawn),
+        )
     return drawn
 
 

@@ -16,6 +16,7 @@ as strict as before for every other ``_target_``.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -88,7 +89,13 @@ class Space:
         config) refuses. Random draws reach every branch of a small space; the real study's
         sampler is left untouched. Returns the Optuna parameters the draws suggested, each
         with its distribution."""
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        quiet = logging.getLogger("optuna.storages._in_memory")  # "A new study created in memory"
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        finally:
+            quiet.setLevel(level)
         drawn: dict[str, BaseDistribution] = {}
         for _ in range(CHECK_DRAWS):
             trial = study.ask()

@@ -88,6 +88,7 @@ def test_a_space_may_set_keys_that_only_its_drawn_config_group_choice_has(
         f"hydra.sweeper.trusted_spaces=[{user_module}.*]", "hydra.sweeper.n_trials=4", "epochs=1",
     )  # fmt: skip
     assert result.code == 0, result.err
+    assert "in memory" not in result.out + result.err  # the study that checks the space
     runs = trial_runs(tmp_path, "wide-mnist_5k-val_acc")
     adam = [r for r in runs if r["choices"]["optimizer"] == "adam"]
     assert len(runs) == 4 and adam
