@@ -72,7 +72,7 @@ class JobComposer:
         lines = tuple(o.input_line for o in overrides if o.key_or_group == "hydra.searchpath")
         if lines not in self._repositories:
             make = getattr(self._loader, "_parse_overrides_and_create_caching_repo", None)
-            sweep = list(self._master.hydra.overrides.hydra)
+            sweep = OmegaConf.to_container(self._master.hydra.overrides.hydra)  # as written
             name = self._master.hydra.job.config_name
             self._repositories[lines] = None if make is None else make(name, [*sweep, *lines])[1]
         return self._repositories[lines]
