@@ -156,15 +156,28 @@ def number(cfg: DictConfig, num: int) -> Path:
         cfg.hydra.job.num = num
         cfg.hydra.job.id = str(num)
     with as_job(cfg):  # the subdir may read the job's values: ${hydra:job.num}, ${seed}
+        subdir = cfg.hydra.sweep._get_node("subdir")._value()
         try:
             folder = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
         except OmegaConfBaseException as err:
-            subdir = cfg.hydra.sweep._get_node("subdir")._value()
             said = hydra_keys_said(str(subdir)) or str(err).strip().splitlines()[0]
             raise ConfigError(f"hydra.sweep.subdir={subdir} is invalid: {said}") from None
+        if said := hydra_keys_said(str(subdir)):  # Hydra's resolver gives such a key as None
+            raise ConfigError(f"hydra.sweep.subdir={subdir} is invalid: {said}")
     with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
         cfg.hydra.runtime.output_dir = os.path.abspath(folder)
     return folder
+
+
+def shared_folder(folders: Sequence[Path]) -> tuple[int, int] | None:
+    """The first two of ``folders`` (the jobs' folders, by :func:`number`) that are one
+    folder, by their indices; None if each job has a folder of its own."""
+    seen: dict[str, int] = {}
+    for index, folder in enumerate(folders):
+        first = seen.setdefault(os.path.abspath(folder), index)
+        if first != index:
+            return first, index
+    return None
 
 
 @contextlib.contextmanager

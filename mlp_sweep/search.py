@@ -28,6 +28,7 @@ import copy
 import functools
 import logging
 import math
+import os
 import threading
 import time
 import warnings
@@ -251,14 +252,28 @@ class Search(OptunaSweeperImpl):
         folder (:meth:`_moved`), fails before it runs, as a run that raises does, and the
         others go on."""
         ready = {}
+        folders: dict[str, int] = {}  # each ready trial's folder -> its number
         for trial, overrides in zip(trials, jobs):
             try:
                 cfg = self._composer.compose(overrides)
+                folder = os.path.abspath(compose.number(cfg, trial.number))
             except (ConfigCompositionException, OmegaConfBaseException) as err:
                 why = one_line(err)
                 if err.__cause__ is not None:  # Hydra's line names the override, its cause why
                     why = f"{why}: {one_line(err.__cause__)}"
                 _fail(study, trial, why)
+                continue
+            except ConfigError as err:
+                _fail(study, trial, str(err))
+                continue
+            if (other := folders.setdefault(folder, trial.number)) != trial.number:
+                subdir = self.config.hydra.sweep._get_node("subdir")._value()
+                _fail(
+                    study,
+                    trial,
+                    f"its folder {folder} is trial {other}'s too: hydra.sweep.subdir={subdir} "
+                    "must give each trial a folder of its own (the default, ${trial}, does)",
+                )
                 continue
             if (moved := self._moved(cfg)) is not None:
                 key, theirs, ours = moved
@@ -396,16 +411,22 @@ class Search(OptunaSweeperImpl):
         fixed_overrides: list[str],
     ) -> Sequence[Sequence[str]]:
         """Each trial's overrides: the fixed ones, those drawn from ``hydra.sweeper.params``,
-        then those drawn by the define-by-run space, if there is one."""
-        jobs = super()._configure_trials(
-            trials, search_space_distributions, fixed_params, fixed_overrides
-        )
+        then those drawn by the define-by-run space, if there is one. A trial queued again
+        (stale, interrupted) already holds the space's own parameters (``depth``, ``adam_lr``),
+        which are not config keys: the space, drawing them again, gives its overrides."""
         if self.space is None:
-            return jobs
-        return [
-            (*job, *spaces.to_overrides(self.space(self.config, trial)))
-            for job, trial in zip(jobs, trials)
-        ]
+            return super()._configure_trials(
+                trials, search_space_distributions, fixed_params, fixed_overrides
+            )
+        jobs = []
+        for trial in trials:
+            (job,) = super()._configure_trials(
+                [trial], search_space_distributions, fixed_params, fixed_overrides
+            )
+            own = set(trial.params) - set(search_space_distributions) - set(fixed_params)
+            kept = [o for o in job if o.split("=", 1)[0] not in own]
+            jobs.append((*kept, *spaces.to_overrides(self.space(self.config, trial))))
+        return jobs
 
     def _check_space(
         self, searched: dict[str, Any], fixed: dict[str, Any], fixed_overrides: list[str]

@@ -29,7 +29,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from mlp_sweep import compose, records
 from mlp_sweep.compose import JobComposer
 from mlp_sweep.config import check_comparable, check_one_objective
-from mlp_sweep.errors import BadInput, RunFailed, SweepFailed, one_line
+from mlp_sweep.errors import BadInput, ConfigError, RunFailed, SweepFailed, one_line
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,15 @@ class GridSweeper(BasicSweeper):
         composer = JobComposer(loader, self.config)
         configs = [composer.compose(j) for j in jobs]
         folders = [compose.number(cfg, num) for num, cfg in enumerate(configs)]
+        if (shared := compose.shared_folder(folders)) is not None:
+            first, second = shared
+            subdir = self.config.hydra.sweep._get_node("subdir")._value()
+            raise ConfigError(
+                f"hydra.sweep.subdir={subdir} gives jobs #{first} ({' '.join(jobs[first])}) "
+                f"and #{second} ({' '.join(jobs[second])}) one folder, {folders[first]}: "
+                "each job needs a folder of its own (the default subdir, ${hydra.job.num}, "
+                "gives one)"
+            )
         for cfg in configs:
             with compose.as_job(cfg):  # ${hydra:job.num} is the job's own number
                 job.check(cfg)

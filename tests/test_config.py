@@ -212,6 +212,7 @@ def test_a_sweep_refused_for_bad_input_says_why_in_one_line(run_app, recwarn, sw
         ("${hydra:job.nope}", NO_JOB_NOPE),
         ("${nope}", "Interpolation key 'nope' not found"),
         ("${hydra:job.nmu}", NO_JOB_NMU),
+        ("run_${hydra:job.nope}", NO_JOB_NOPE),  # in a string: Hydra's resolver gives None
     ],
 )  # fmt: skip
 def test_a_sweep_subdir_that_cannot_name_a_jobs_folder_is_one_line(
@@ -222,4 +223,14 @@ def test_a_sweep_subdir_that_cannot_name_a_jobs_folder_is_one_line(
     assert result.code == 2
     (line,) = result.err.strip().splitlines()
     assert line == f"error: hydra.sweep.subdir={subdir} is invalid: {reason}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_subdir_giving_two_jobs_one_folder_is_refused_before_any_trains(run_app, tmp_path):
+    result = run_app("-m", "hidden=10,20", "epochs=1", "seed=4",
+                     "hydra.sweep.subdir=run_${seed}", "hydra.sweep.dir=out/sweep")  # fmt: skip
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith("error: hydra.sweep.subdir=run_${seed} gives jobs #0 (hidden=10 ")
+    assert "and #1 (hidden=20 " in line and "one folder, out/sweep/run_4" in line
     assert not (tmp_path / "out").exists()

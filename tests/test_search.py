@@ -135,6 +135,23 @@ def test_too_many_failures_stop_the_search_with_its_summary(run_app, tmp_path):
     assert len(pd.read_csv(tmp_path / "outputs" / "optuna" / STUDY / "summary.csv")) == 2
 
 
+def test_trials_of_one_batch_given_one_folder_by_the_subdir_run_one_of_them(run_app, tmp_path):
+    """hydra.sweep.subdir=h${hidden}: two trials of a stacked batch drew the same width. The
+    first runs; the second fails before running, naming the folder (both trained into it and
+    the study counted both, with the folder holding the second's run)."""
+    result = run_app(
+        "hparams_search=optuna", "hydra/launcher=stacked", "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2", "hydra.sweep.subdir=h${hidden}", "epochs=1",
+        "hydra.sweeper.enqueue=[{hidden: 25, lr: 0.1}, {hidden: 25, lr: 0.2}]",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    study = load(tmp_path)
+    assert states(study) == ["COMPLETE", "FAIL"]
+    assert "is trial 0's too: hydra.sweep.subdir=h${hidden}" in study.trials[1].user_attrs["error"]
+    run = json.loads((tmp_path / "outputs" / "optuna" / STUDY / "h25" / "metrics.json").read_text())
+    assert run["trial"]["number"] == 0 and run["objective"]["value"] == study.trials[0].value
+
+
 def test_two_joblib_workers_share_the_cores_and_never_reuse_a_trial(run_app, tmp_path):
     result = run_app(
         "hparams_search=optuna", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",

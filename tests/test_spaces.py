@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from optuna.storages import RetryFailedTrialCallback
 
 from mlp_sweep.spaces import Space
 
@@ -124,6 +125,21 @@ def test_a_resumed_space_search_continues_to_its_total_without_replaying(run_app
     trials = optuna.load_study(study_name="wide-mnist_5k-val_acc", storage=url).trials
     assert [t.number for t in trials] == [0, 1]
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 2
+
+
+def test_a_retried_space_trial_runs_again_with_the_same_overrides(run_app, tmp_path):
+    """A trial queued again by Optuna's retry (as a stale or interrupted trial is) holds the
+    space's own parameters (a depth, a width per layer): its job is the space's overrides
+    again, not those parameters as keys of the config."""
+    assert run_app("hparams_search=wide", "hydra.sweeper.n_trials=1", "epochs=1").code == 0
+    url = f"sqlite:///{tmp_path}/outputs/optuna/wide-mnist_5k-val_acc.db"
+    study = optuna.load_study(study_name="wide-mnist_5k-val_acc", storage=url)
+    RetryFailedTrialCallback()(study, study.trials[0])  # queues a copy of it, params and all
+    result = run_app("hparams_search=wide", "hydra.sweeper.n_trials=2", "epochs=1")
+    assert result.code == 0, result.err
+    first, again = trial_runs(tmp_path, "wide-mnist_5k-val_acc")
+    assert again["status"] == "complete"
+    assert {**again["params"], "trial": 0} == first["params"] and again["params"]["trial"] == 1
 
 
 @pytest.mark.parametrize("sampler", ["random", "qmc"])
