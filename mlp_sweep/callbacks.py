@@ -66,5 +66,5 @@ class CollectSweep(Callback):
         elif drawing.summarise(sweep_dir) and table.exists():  # every file is there now
             print(table.read_text(), flush=True)
             log.info("summary written to %s", table)
-        if sweep_dir.is_dir():  # a figure lost with its process (killed) is drawn here
+        if sweep_dir.is_dir() and not refused:  # a figure lost with its process is drawn here
             drawing.draw_missing(sweep_dir)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -175,8 +176,10 @@ def _override_value(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
+    if isinstance(value, numbers.Integral):  # numpy's integers too
+        return repr(int(value))
+    if isinstance(value, numbers.Real):  # numpy's floats too, whose repr names numpy
+        return repr(float(value))
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_override_value(v) for v in value) + "]"
     text = str(value)

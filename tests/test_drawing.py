@@ -245,6 +245,17 @@ def test_a_curves_png_lost_with_the_drawing_process_is_drawn_again(
     assert lost.read_bytes()[:4] == PNG
 
 
+def test_a_sweep_refused_for_its_folder_draws_nothing_there(tmp_path, run_script):
+    """A figure missing from a sweep's folder is the sweep's to draw: a second sweep refused
+    for that folder (other settings) changes nothing in it."""
+    assert run_script("-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=s").code == 0
+    missing = tmp_path / "s" / "1" / "curves.png"
+    missing.unlink()
+    refused = run_script("-m", "hidden=20,30", "epochs=1", "lr=0.5", "hydra.sweep.dir=s")
+    assert refused.code == 2 and "holds a complete run with other settings" in refused.err
+    assert not missing.exists() and "curves.png" not in refused.out + refused.err
+
+
 def test_the_figures_process_imports_the_package_of_its_sweep_not_the_working_folders(
     tmp_path, run_script
 ):

@@ -5,12 +5,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 from optuna.storages import RetryFailedTrialCallback
 
-from mlp_sweep.spaces import Space
+from mlp_sweep.spaces import Space, to_overrides
 
 # A user's space: the learning-rate range depends on the optimizer, as Optuna users write it.
 USER_SPACE = """
@@ -174,6 +175,12 @@ def test_a_requeued_trial_gets_the_same_overrides_again():
     drawn = space(None, first)
     study.enqueue_trial(first.params)  # what a stale trial's retry does
     assert space(None, study.ask()) == drawn
+
+
+def test_a_spaces_numpy_values_are_overrides_of_their_numbers():
+    """np.round(lr, 4) and a width taken from a numpy array, as a space may return them."""
+    drawn = {"lr": np.round(np.float64(0.064712), 4), "hidden": [np.int64(32), 16]}
+    assert to_overrides(drawn) == ["lr=0.0647", "hidden=[32,16]"]
 
 
 def test_a_space_that_returns_nothing_overrides_what_it_suggested(user_module):
