@@ -54,10 +54,12 @@ class JobComposer:
         if repo is None:
             return self._loader.load_sweep_config(self._master, list(overrides))
         plain = [o for o in parsed if _plain(o, repo)]
+        choices = [o for o in parsed if _choice(o, repo)]  # never plain: they name groups
         values = {o.key_or_group: o.input_line for o in plain}
-        if _touched_twice(parsed, values, repo):
+        if _touched_twice(parsed, values, choices):
             return self._loader.load_sweep_config(self._master, list(overrides))
-        composed = self._composed.setdefault(_kind(parsed, repo), {})
+        others = [o for o in parsed if o not in plain and o not in choices]
+        composed = self._composed.setdefault(_kind(choices, others), {})
         for keys, (first, before) in composed.items():
             if keys <= values.keys():
                 return self._from(first, before, parsed, plain)
@@ -95,19 +97,20 @@ class JobComposer:
         return cfg
 
 
-def _kind(overrides: list[Override], repo: Any) -> tuple[Any, ...]:
+def _kind(choices: list[Override], others: list[Override]) -> tuple[Any, ...]:
     """What a job shares with each job it can start from: its overrides that are not plain
-    values, config group choices sorted and the others in order."""
-    other = [o for o in overrides if not _plain(o, repo)]
-    choices = tuple(sorted(o.input_line for o in other if _choice(o, repo)))
-    return choices, tuple(o.input_line for o in other if not _choice(o, repo))
+    values, config group choices sorted (Hydra applies them to the defaults list, in any
+    order) and the others in order."""
+    return tuple(sorted(o.input_line for o in choices)), tuple(o.input_line for o in others)
 
 
-def _touched_twice(overrides: list[Override], values: dict[str, str], repo: Any) -> bool:
+def _touched_twice(
+    overrides: list[Override], values: dict[str, str], choices: list[Override]
+) -> bool:
     """Whether a plain value's key is touched by another override too: their order, which may
     differ from an earlier job's, would then matter. A config group choice is applied before
     any value, whatever its place."""
-    keys = [o.key_or_group for o in overrides if not _choice(o, repo)]
+    keys = [o.key_or_group for o in overrides if o not in choices]
     return any(
         sum(k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.") for k in keys) > 1
         for key in values

@@ -77,6 +77,7 @@ from mlp_sweep.study import (
     opens_elsewhere,
     scheme,
     sqlite_file,
+    throwaway,
 )
 from mlp_sweep.sweepers import NopPrunerConf, composed, consecutive, failure
 
@@ -580,14 +581,9 @@ def _try_pruner(pruner: optuna.pruners.BasePruner, direction: str | list[str]) -
     ``max_resource=0``) are refused only when it first decides."""
     if isinstance(direction, list):
         return  # several objectives: no pruner but NopPruner (_check_pruning)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created"
-    try:
-        trial = optuna.create_study(direction=direction, pruner=pruner).ask()
-        trial.report(0.0, step=1)
-        trial.should_prune()
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    trial = throwaway(direction=direction, pruner=pruner).ask()
+    trial.report(0.0, step=1)
+    trial.should_prune()
 
 
 def _refused(part: str, err: Exception) -> str:

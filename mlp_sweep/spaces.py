@@ -16,7 +16,6 @@ as strict as before for every other ``_target_``.
 from __future__ import annotations
 
 import json
-import logging
 import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 
 from mlp_sweep.errors import ConfigError, one_line
+from mlp_sweep.study import throwaway
 
 TRUSTED = ("mlp_sweep.*",)  # spaces that need no hydra.sweeper.trusted_spaces entry
 CHECK_DRAWS = 8  # trials drawn through a space, before the first real one, to check it
@@ -90,13 +90,7 @@ class Space:
         config) refuses. Random draws reach every branch of a small space; the real study's
         sampler is left untouched. Returns the Optuna parameters the draws suggested, each
         with its distribution."""
-        quiet = logging.getLogger("optuna.storages._in_memory")  # "A new study created in memory"
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)
-        try:
-            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        finally:
-            quiet.setLevel(level)
+        study = throwaway(sampler=optuna.samplers.RandomSampler(seed=0))
         drawn: dict[str, BaseDistribution] = {}
         for _ in range(CHECK_DRAWS):
             trial = study.ask()

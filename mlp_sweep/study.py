@@ -25,6 +25,18 @@ TRUSTED = {
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb")
 
 
+def throwaway(**settings: Any) -> optuna.Study:
+    """A study in memory for a check (a space's draws, a pruner's first decision), made
+    without Optuna's "A new study created in memory" line, which would name no study of the
+    user's."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study(**settings)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def is_rdb(url: Any) -> bool:
     """Whether ``url`` names a SQL database, which Optuna opens as an ``RDBStorage``.
 

@@ -149,13 +149,18 @@ SEQUENCES = {
 }
 
 
-@pytest.mark.parametrize("jobs", SEQUENCES.values(), ids=SEQUENCES.keys())
-def test_a_job_after_another_is_the_config_hydra_composes(jobs):
+def _compare_one_after_another(jobs: list[list[str]]) -> None:
+    """Compose ``jobs`` in order with one JobComposer, each compared with Hydra's own."""
     loader, master, _ = _loader_and_master(["hidden=1,2"])
     composer = JobComposer(loader, master)
     for job in jobs:
         expected = _composed(lambda j: loader.load_sweep_config(master, j), job)
         assert _composed(composer.compose, job) == expected, job
+
+
+@pytest.mark.parametrize("jobs", SEQUENCES.values(), ids=SEQUENCES.keys())
+def test_a_job_after_another_is_the_config_hydra_composes(jobs):
+    _compare_one_after_another(jobs)
 
 
 # Overrides a job of a sweep may hold, in any order: config group choices, values (of keys
@@ -171,11 +176,7 @@ JOBS = st.lists(st.sampled_from(POOL), max_size=5, unique=True)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(JOBS, min_size=2, max_size=4))
 def test_any_jobs_one_after_another_are_the_configs_hydra_composes(jobs):
-    loader, master, _ = _loader_and_master(["hidden=1,2"])
-    composer = JobComposer(loader, master)
-    for job in jobs:
-        expected = _composed(lambda j: loader.load_sweep_config(master, j), job)
-        assert _composed(composer.compose, job) == expected, job
+    _compare_one_after_another(jobs)
 
 
 def test_a_searchs_trials_start_from_the_config_of_their_choice(monkeypatch):
