@@ -178,7 +178,7 @@ def hidden_sizes(hidden: Any) -> list[int]:
     values = list(hidden) if isinstance(hidden, (list, tuple, ListConfig)) else [hidden]
     if not values or not all(_is_int(v) and v > 0 for v in values):
         raise ConfigError(
-            f"hidden={_show(hidden)} is invalid: must be a positive integer or a list of "
+            f"hidden={show(hidden)} is invalid: must be a positive integer or a list of "
             "them, e.g. hidden=100 or hidden=[256,128]"
         )
     return [int(v) for v in values]
@@ -203,7 +203,7 @@ def validate(cfg: DictConfig) -> None:
     init_std = cfg.get("init_std", 0.1)
     if init_std is not None and not (_is_number(init_std) and init_std > 0):
         raise ConfigError(
-            f"init_std={_show(init_std)} is invalid: must be a number > 0, or null for "
+            f"init_std={show(init_std)} is invalid: must be a number > 0, or null for "
             "PyTorch's default init"
         )
     _positive(cfg, "lr", number=True)
@@ -350,7 +350,7 @@ def _size(cfg: DictConfig, key: str) -> None:
         return
     if not (isinstance(value, float) and 0 < value < 1):
         raise ConfigError(
-            f"{key}={_show(value)} is invalid: must be a whole number of rows >= 0, or a "
+            f"{key}={show(value)} is invalid: must be a whole number of rows >= 0, or a "
             "fraction of them between 0 and 1"
         )
 
@@ -383,7 +383,7 @@ def _check_scheduler(cfg: DictConfig) -> None:
     interval = scheduler.get("interval", "epoch")
     if interval not in INTERVALS:
         raise ConfigError(
-            f"scheduler.interval={_show(interval)} is invalid: allowed: {', '.join(INTERVALS)}"
+            f"scheduler.interval={show(interval)} is invalid: allowed: {', '.join(INTERVALS)}"
         )
     target = scheduler.get("_target_")
     try:
@@ -459,7 +459,7 @@ job 0, [val_acc,n_params] in job 1): ...
 
 def _check_objectives(cfg: DictConfig, names: list[Any]) -> None:
     """A list objective: two or more different metrics, each an accuracy, a loss or a cost."""
-    shown = f"objective={_show(names)}"
+    shown = f"objective={show(names)}"
     if len(names) < 2 or len(set(map(str, names))) < len(names):
         raise ConfigError(
             f"{shown} is invalid: a list needs two or more different metrics; for one, write "
@@ -470,7 +470,7 @@ def _check_objectives(cfg: DictConfig, names: list[Any]) -> None:
         if name not in allowed:
             reason = "the test set is never used to choose settings; " if name in METRICS else ""
             raise ConfigError(
-                f"{shown} is invalid: {_show(name)} cannot be an objective: {reason}allowed: "
+                f"{shown} is invalid: {show(name)} cannot be an objective: {reason}allowed: "
                 f"{', '.join(allowed)}"
             )
         if name.startswith("val_") and OmegaConf.select(cfg, "data.val_size") == 0:
@@ -493,13 +493,13 @@ def _positive(cfg: DictConfig, key: str, number: bool = False) -> None:
     ok = _is_number(value) if number else _is_int(value)
     if not ok or value <= 0:
         kind = "a number" if number else "an integer"
-        raise ConfigError(f"{key}={_show(value)} is invalid: must be {kind} > 0")
+        raise ConfigError(f"{key}={show(value)} is invalid: must be {kind} > 0")
 
 
 def _at_least(cfg: DictConfig, key: str, low: int) -> None:
     value = OmegaConf.select(cfg, key)
     if value is not None and not (_is_int(value) and value >= low):
-        raise ConfigError(f"{key}={_show(value)} is invalid: must be an integer >= {low}")
+        raise ConfigError(f"{key}={show(value)} is invalid: must be an integer >= {low}")
 
 
 def _is_int(value: Any) -> bool:
@@ -510,7 +510,8 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A value as an error message names it: strings quoted, lists as lists."""
     if isinstance(value, (ListConfig, DictConfig)):
         value = OmegaConf.to_container(value)
     return repr(value) if isinstance(value, str) else str(value)

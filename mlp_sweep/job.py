@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -22,12 +23,12 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mlp_sweep import checkpoint, console, drawing, interrupts, loggers, objectives, records
 from mlp_sweep import data as data_mod
-from mlp_sweep.config import flatten, hidden_sizes, is_alias, validate
+from mlp_sweep.config import flatten, hidden_sizes, is_alias, show, validate
 from mlp_sweep.errors import ConfigError, RunFailed, one_line
 from mlp_sweep.launchers import use_threads
 from mlp_sweep.model import LOSSES, MLP, count_params
@@ -108,16 +109,35 @@ def _step_once(cfg: DictConfig, device: torch.device) -> None:
     try:
         optimizer.step()
     except (RuntimeError, AssertionError, ValueError, TypeError) as err:
-        defaults = inspect.signature(type(optimizer)).parameters
-        given = [
-            f"optimizer.{key}={value}"
-            for key, value in cfg.items()
-            if key in defaults and key != "lr" and value != defaults[key].default
-        ]
         raise ConfigError(
-            f"{', '.join(given) or 'optimizer'} is invalid: {cfg.get('_target_')} cannot take "
-            f"a step with it here: {one_line(err)}"
+            f"{_blamed(cfg, type(optimizer), err)} is invalid: {cfg.get('_target_')} cannot "
+            f"take a step with it here: {one_line(err)}"
         ) from None
+
+
+def _blamed(cfg: DictConfig, cls: type | None, err: BaseException) -> str:
+    """The optimizer settings that ``err`` is about, as ``optimizer.key=value``: those it
+    names, else those of another type than the optimizer's default (``momentum=xyz``), else
+    every setting other than its default; ``optimizer`` when there is none.
+
+    >>> cfg = OmegaConf.create({"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": "xyz"})
+    >>> print(_blamed(cfg, torch.optim.SGD, TypeError("'<' not supported")))
+    optimizer.momentum='xyz'
+    """
+    defaults = inspect.signature(cls).parameters if cls is not None else {}
+    given = {
+        key: value
+        for key, value in cfg.items()
+        if key in defaults and key != "lr" and value != defaults[key].default
+    }
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    named = [k for k in given if re.search(rf"\b{k}\b", str(err))]
+    mistyped = [k for k, v in given.items() if number(defaults[k].default) and not number(v)]
+    keys = named or mistyped or list(given)
+    return ", ".join(f"optimizer.{k}={show(given[k])}" for k in keys) or "optimizer"
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -125,8 +145,14 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opti
     try:
         return _optimizer_partial(cfg)(model.parameters())
     except (InstantiationException, RuntimeError, TypeError, ValueError) as err:
+        target = cfg.get("_target_")
+        try:
+            cls = get_class(target)
+        except Exception:  # not a class: Hydra's own error says so
+            raise ConfigError(f"optimizer ({target}) cannot be built: {one_line(err)}") from None
         raise ConfigError(
-            f"optimizer ({cfg.get('_target_')}) cannot be built: {one_line(err)}"
+            f"{_blamed(cfg, cls, err)} is invalid: {target} cannot be built with it: "
+            f"{one_line(err)}"
         ) from None
 
 

@@ -89,7 +89,7 @@ def test_several_hidden_layers_train(run_app, tmp_path):
         (["objective=val_f1"], "objective='val_f1' is invalid"),
         (
             ["optimizer=adam", "optimizer.betas=[2,0.9]"],
-            "optimizer (torch.optim.Adam) cannot be built",
+            "optimizer.betas=[2, 0.9] is invalid: torch.optim.Adam cannot be built with it",
         ),
         (["data=mnist", "data.root=nowhere"], "MNIST/raw lacks"),
         (["-m", "lr=0.1,-1"], "lr=-1.0 is invalid"),
@@ -105,7 +105,8 @@ def test_several_hidden_layers_train(run_app, tmp_path):
             marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is here"),
         ),
         (["data.val_size=3995"], "data.val_size=3995 is invalid"),
-        (["-m", "optimizer.momentum=0.5,-1"], "optimizer (torch.optim.SGD) cannot be built"),
+        (["-m", "optimizer.momentum=0.5,-1"], "optimizer.momentum=-1 is invalid: torch.optim.SGD"),
+        (["-m", "optimizer.momentum=0.1,xyz"], "optimizer.momentum='xyz' is invalid: torch.optim"),
         (["-m", "data.val_size=500,5"], "data.val_size=5 is invalid"),
         (
             ["-m", "model=softmax_ce,sigmoid_mse", "objective=val_loss"],

@@ -217,7 +217,7 @@ def test_a_sqlite_url_naming_its_driver_holds_the_study_in_its_file(run_app, tmp
         (["hydra.sweeper.max_failure_rate=2"], "max_failure_rate=2.0 is invalid"),
         (["objective=val_loss"], "cannot rank runs of both sigmoid_mse and softmax_ce"),
         (["hydra/sweeper/sampler=grid"], "sampler=grid needs a finite set of values"),
-        (["optimizer.momentum=-1"], "optimizer (torch.optim.SGD) cannot be built"),
+        (["optimizer.momentum=-1"], "optimizer.momentum=-1 is invalid: torch.optim.SGD cannot"),
     ],
 )
 def test_bad_search_settings_fail_with_one_line(run_app, tmp_path, args, says):
