@@ -86,9 +86,13 @@ def collect(
                 epochs[label] = history
     runs = pd.DataFrame(rows)
     extra = [col for col in runs.columns if col not in (*_FIXED_COLUMNS, "label")]
-    for col in ("epochs_run", *extra):  # as read: an integer stays one beside a run without it
-        if any(isinstance(r.get(col), int) for r in rows):
-            runs[col] = pd.Series([r.get(col) for r in rows], index=runs.index, dtype=object)
+    if any(isinstance(r.get("epochs_run"), int) for r in rows):  # whole beside a run without
+        runs["epochs_run"] = pd.Series([r.get("epochs_run") for r in rows], dtype=object)
+    for col in extra:
+        # As read: an integer stays one, and a setting of null (init_std=null, PyTorch's own
+        # init) stays None, apart from NaN: a setting the run has not (momentum for Adam).
+        if any(isinstance(r.get(col), int) or (col in r and r[col] is None) for r in rows):
+            runs[col] = pd.Series([r.get(col, math.nan) for r in rows], dtype=object)
     runs = runs.reindex(columns=[*_FIXED_COLUMNS, *extra, "label"]).set_index("label", drop=False)
     if metric is None or isinstance(metric, str):  # the objective most runs have
         found = Counter(tuple(objectives.names(r["objective"])) for r in rows if r.get("objective"))
@@ -222,13 +226,14 @@ def to_markdown(c: Collection, title: str, sort: str | None = None, top: int | N
         goals = ", ".join(f"{m} ({records.direction(m)})" for m in c.objectives)
         lines += [f"Pareto-optimal on {goals}: runs {front}.", ""]
     if len(c.runs):
-        lines += [_markdown(ranked(c, sort, top)), ""]
+        lines += [_markdown(ranked(c, sort, top), c.params), ""]
     wide = side_by_side(c)
     if wide is not None:
-        lines += [f"## {c.metric} side by side", "", _markdown(wide), ""]
+        lines += [f"## {c.metric} side by side", "", _markdown(wide, c.params), ""]
     groups = seed_groups(c)
     if groups is not None:
-        lines += ["## Runs that differ only in seed (mean ± std)", "", _markdown(groups), ""]
+        section = "## Runs that differ only in seed (mean ± std)"
+        lines += [section, "", _markdown(groups, c.params), ""]
     winner = best(c)
     if winner is not None:
         where = f"run {winner['label']} ({setting(winner, c.params)})"
@@ -244,15 +249,22 @@ def to_markdown(c: Collection, title: str, sort: str | None = None, top: int | N
 def setting(run: pd.Series, params: Sequence[str]) -> str:
     """A run's swept values as ``hidden=50, lr=0.1``, without those it has not (momentum for
     an Adam run)."""
-    shown = [f"{p}={_short(run[p])}" for p in params if p != "trial" and not _missing(run[p])]
+    shown = [f"{p}={_short(run[p])}" for p in params if p != "trial" and not _absent(run[p])]
     return ", ".join(shown) or "one setting"
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return value is None or _absent(value)
+
+
+def _absent(value: Any) -> bool:
+    """A setting the run has not (NaN), unlike one it set to null (None)."""
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _short(value: Any) -> Any:
+    if value is None:
+        return "null"
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
@@ -386,8 +398,8 @@ def _varying(runs: pd.DataFrame) -> list[str]:
 
 
 def _key(value: Any) -> str:
-    """A cell as text, with a missing value as one, whether None or NaN."""
-    return "nan" if _missing(value) else str(value)
+    """A cell as text: null apart from a value the run has not."""
+    return "null" if value is None else "nan" if _absent(value) else str(value)
 
 
 def _pareto(runs: pd.DataFrame, names: list[str]) -> list[bool]:
@@ -446,8 +458,14 @@ def _mean_std(values: pd.Series) -> str:
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    return table.to_markdown(index=False, floatfmt=".4g")
+def _markdown(table: pd.DataFrame, params: Sequence[str]) -> str:
+    """``table`` in Markdown; its settings as a person reads them: null where a run set null,
+    a blank cell where it has none."""
+    shown = table.copy()
+    for col in set(params) & set(shown.columns):
+        cells = [("null" if v is None else None) if _missing(v) else v for v in shown[col]]
+        shown[col] = pd.Series(cells, index=shown.index, dtype=object)
+    return shown.to_markdown(index=False, floatfmt=".4g")
 
 
 def _sweep_names(folders: Sequence[Path]) -> list[str]:

@@ -290,6 +290,32 @@ def test_a_runs_setting_leaves_out_the_parameters_it_has_not():
     )
 
 
+def test_a_null_setting_reads_null_and_one_a_run_has_not_is_blank(sweeps, tmp_path):
+    copy = shutil.copytree(sweeps["slow"], tmp_path / "null")
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        (copy / name).unlink()
+    # hidden=20 with PyTorch's own init (init_std=null), hidden=40 an Adam run: no momentum
+    _with(copy / "0" / "metrics.json", {("params", "init_std"): None})
+    m = json.loads((copy / "1" / "metrics.json").read_text())
+    m["params"].pop("optimizer.momentum")
+    m["params"]["init_std"] = 0.01
+    (copy / "1" / "metrics.json").write_text(json.dumps(m))
+    assert cli.main(["collect", str(copy)]) == 0
+    table = (copy / "summary.md").read_text()
+    header, _, *rows = [line for line in table.splitlines() if line.startswith("|")]
+    cells = [dict(zip(_cells(header), _cells(row))) for row in rows]
+    by_hidden = {row["hidden"]: row for row in cells}
+    assert by_hidden["20"]["init_std"] == "null" and by_hidden["40"]["init_std"] == "0.01"
+    assert by_hidden["40"]["optimizer.momentum"] == ""  # not "nan": it has none
+    assert "nan" not in table
+    c = collect.collect([copy])
+    assert "init_std=null" in collect.setting(c.runs.iloc[0], c.params)
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
 @pytest.mark.parametrize("where", ["a_file", "a_file/below"])
 def test_compare_out_onto_a_file_is_a_one_line_error(sweeps, tmp_path, capsys, where):
     (tmp_path / "a_file").write_text("")
