@@ -113,6 +113,8 @@ class StackedLauncher(Launcher):
         try:
             console.quiet()  # each run's own lines reach the console through group.run_log
             for members in groups:
+                for i in members:  # not before: Ctrl-C would leave the others empty
+                    lives[i].out.mkdir(parents=True, exist_ok=True)
                 first = lives[members[0]]
                 use_threads(first.cfg.threads, first.hydra_cfg.launcher)
                 fmt = OmegaConf.select(
@@ -136,7 +138,8 @@ class StackedLauncher(Launcher):
 
     def _compose(self, num: int, overrides: Sequence[str]) -> tuple[DictConfig, JobReturn]:
         """A job's config as Hydra's basic launcher and ``run_job`` make it: numbered, its
-        folder resolved and created; and its JobReturn, still without an outcome."""
+        folder resolved (made when its group starts, as ``run_job`` makes it when the job
+        starts); and its JobReturn, still without an outcome."""
         assert self.config is not None and self.hydra_context is not None
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(config):
@@ -150,7 +153,6 @@ class StackedLauncher(Launcher):
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = out  # in hydra_cfg too: the same node
         task = _without_hydra(config)
-        Path(out).mkdir(parents=True, exist_ok=True)
         ret = JobReturn(
             overrides=OmegaConf.to_container(config.hydra.overrides.task),
             cfg=task,
