@@ -137,12 +137,16 @@ def curves(history: Sequence[Mapping[str, Any]], path: Path, title: str, now: bo
         _draw(task)
 
 
-def title(run_dir: Path, overrides: Sequence[str]) -> str:
-    """The title of a run's ``curves.png``: its folder and its overrides, in at most two
+def title(run_dir: Path, overrides: Sequence[str], sweep_dir: Path | None = None) -> str:
+    """The title of a run's ``curves.png``: its folder (below ``sweep_dir``, where a nested
+    ``hydra.sweep.subdir`` puts it: ``softmax_ce/h10``) and its overrides, in at most two
     lines as wide as the figure (its ``.hydra/overrides.yaml`` holds them all)."""
     import textwrap
 
-    text = f"{Path(run_dir).name}: {' '.join(overrides)}"
+    run_dir = Path(run_dir)
+    below = sweep_dir is not None and run_dir.is_relative_to(sweep_dir)
+    name = run_dir.relative_to(sweep_dir).as_posix() if below else run_dir.name
+    text = f"{name}: {' '.join(overrides)}"
     return textwrap.fill(text, width=TITLE_WIDTH, max_lines=2, placeholder=" ...")
 
 
@@ -170,7 +174,8 @@ def draw_missing(sweep_dir: Path) -> list[Path]:
             continue
         path = run_dir / records.CURVES_FILE
         try:
-            curves(data["history"], path, title(run_dir, data.get("overrides") or []), now=True)
+            named = title(run_dir, data.get("overrides") or [], Path(sweep_dir))
+            curves(data["history"], path, named, now=True)
         except (OSError, ValueError) as err:
             log.warning("%s could not be drawn: %s", path, err)
             continue

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -521,6 +522,9 @@ class RunRecord:
         self.earlier = 0.0  # the wall time of the sessions this run continues
         self.ended = False  # metrics.json holds how the run ended (:meth:`finish`)
         self.loggers: loggers.Loggers | None = None  # set once the run's trial is known
+        # A sweep's run is named by its folder below the sweep's (curves.png's title).
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        self.sweep_dir = Path(str(hydra_cfg.sweep.dir)).absolute() if multirun else None
         self.data: dict[str, Any] = {
             "schema_version": records.SCHEMA_VERSION,
             "status": records.RUNNING,
@@ -587,7 +591,7 @@ class RunRecord:
                 records.write_csv(
                     self.out / records.HISTORY_FILE, self.data["history"], records.EPOCH_FIELDS
                 )
-                title = drawing.title(self.out, self.data["overrides"])
+                title = drawing.title(self.out, self.data["overrides"], self.sweep_dir)
                 # MLflow keeps curves.png with the run, so it must be there when it ends.
                 now = self.loggers is not None and self.loggers.keeps_files
                 drawing.curves(self.data["history"], self.out / records.CURVES_FILE, title, now)

@@ -70,7 +70,9 @@ def _draw_curves(history: Mapping[str, Sequence[float]], path: Path, title: str)
         elif ax.get_legend() is not None:
             ax.get_legend().remove()
     fig.suptitle(title, fontsize="medium")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=72))
+    # The title is the file's too, for image viewers (and a test) to read.
+    png = {"format": "png", "dpi": 72, "metadata": {"Title": title}}
+    atomic_write(path, lambda tmp: fig.savefig(tmp, **png))
 
 
 _CURVES_LOCK = threading.Lock()

@@ -262,3 +262,22 @@ def test_two_modes_at_once_fail_with_one_line(run_app):
         "error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be "
         "specified"
     ]
+
+
+def test_a_runs_curves_png_is_titled_by_its_folder_below_the_sweeps(run_app, tmp_path):
+    """In a nested ``hydra.sweep.subdir`` the run's folder is ``softmax_ce/h10``, not ``h10``,
+    as drawn during the sweep and as drawn again by `mlp-sweep collect`; a single run keeps
+    its folder's name."""
+    from PIL import Image
+
+    from mlp_sweep import cli
+
+    nested = "hydra.sweep.subdir=${model.name}/h${hidden}"
+    assert run_app("-m", "hidden=10,20", "epochs=1", "hydra.sweep.dir=s", nested).code == 0
+    figure = tmp_path / "s" / "softmax_ce" / "h20" / "curves.png"
+    assert Image.open(figure).text["Title"] == "softmax_ce/h20: hidden=20 epochs=1"
+    figure.unlink()
+    assert cli.main(["collect", str(tmp_path / "s")]) == 0
+    assert Image.open(figure).text["Title"] == "softmax_ce/h20: hidden=20 epochs=1"
+    assert run_app("epochs=1", "hydra.run.dir=r").code == 0
+    assert Image.open(tmp_path / "r" / "curves.png").text["Title"] == "r: epochs=1"
