@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -107,3 +108,17 @@ def run_script(tmp_path: Path):
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return call
+
+
+def gone_stale(database: Path, trial: int) -> None:
+    """Date the last heartbeat of trial ``trial`` (by number) of the study in the SQLite file
+    ``database`` a minute back, long past any grace period: as a kill -9 a while ago leaves
+    it, with no wait for the grace period to pass (heartbeats are kept to the second)."""
+    db = sqlite3.connect(database)
+    with db:  # committed at its end
+        db.execute(
+            "UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 minute') "
+            "WHERE trial_id = (SELECT trial_id FROM trials WHERE number = ?)",
+            (trial,),
+        )
+    db.close()

@@ -4,6 +4,7 @@ Hydra's own ``load_sweep_config`` composes, across every kind of override."""
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -149,13 +150,25 @@ SEQUENCES = {
 }
 
 
+@functools.cache
+def _sweep_of_sequences():
+    """Hydra's loader and the sweep's config that every sequence of jobs is composed from:
+    the same for each (Hydra, too, composes every job of a sweep from one), so made once
+    rather than once per Hypothesis example."""
+    loader, master, _ = _loader_and_master(["hidden=1,2"])
+    return loader, master
+
+
 def _compare_one_after_another(jobs: list[list[str]]) -> None:
     """Compose ``jobs`` in order with one JobComposer, each compared with Hydra's own."""
-    loader, master, _ = _loader_and_master(["hidden=1,2"])
+    loader, master = _sweep_of_sequences()
+    before = _nodes(master), OmegaConf.to_container(master, resolve=False)
     composer = JobComposer(loader, master)
     for job in jobs:
         expected = _composed(lambda j: loader.load_sweep_config(master, j), job)
         assert _composed(composer.compose, job) == expected, job
+    # the next sequence starts from it: composing leaves it as it was
+    assert (_nodes(master), OmegaConf.to_container(master, resolve=False)) == before
 
 
 @pytest.mark.parametrize("jobs", SEQUENCES.values(), ids=SEQUENCES.keys())

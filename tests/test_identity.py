@@ -3,13 +3,12 @@
 import functools
 import json
 import shutil
-import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-from conftest import run_in_process
+from conftest import gone_stale, run_in_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -153,8 +152,8 @@ STEPS = st.tuples(
 
 
 def leave_running(root: Path, status: str) -> None:
-    """What a kill -9 leaves: a trial RUNNING in the study with a heartbeat that goes stale,
-    its folder written up to ``status`` (a copy of trial 0's run, renumbered)."""
+    """What a kill -9 leaves: a trial RUNNING in the study with a heartbeat gone stale, its
+    folder written up to ``status`` (a copy of trial 0's run, renumbered)."""
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{root}/outputs/optuna/{STUDY}.db", heartbeat_interval=1, grace_period=1
     )
@@ -170,7 +169,7 @@ def leave_running(root: Path, status: str) -> None:
     (folder / "metrics.json").write_text(json.dumps(run))
     trial.set_user_attr("run_dir", str(folder))
     storage.record_heartbeat(trial._trial_id)
-    time.sleep(1.1)  # past the grace period
+    gone_stale(root / "outputs" / "optuna" / f"{STUDY}.db", trial.number)
 
 
 def check_invariant(root: Path) -> None:

@@ -14,7 +14,7 @@ import mlflow
 import optuna
 import pandas as pd
 import pytest
-from conftest import REPO, run_in_process
+from conftest import REPO, gone_stale, run_in_process
 
 from mlp_sweep.records import STUDY_PLOTS
 from mlp_sweep.study import open_rdb
@@ -617,7 +617,7 @@ def test_a_stale_trials_tracker_record_ends_failed(run_app, tmp_path):
     experiment = client.get_experiment_by_name(STUDY).experiment_id
     run_dir = tmp_path / "outputs" / "optuna" / STUDY / "1"
     killed = client.create_run(experiment, tags={"run_dir": str(run_dir)}).info.run_id
-    time.sleep(1.5)  # its heartbeat goes stale
+    gone_stale(tmp_path / "outputs" / "optuna" / f"{STUDY}.db", 1)
     again = run_app(*search, "hydra.sweeper.n_trials=2")
     assert again.code == 0, again.err
     assert states(load(tmp_path)) == ["COMPLETE", "FAIL", "COMPLETE"]  # retried as trial 2
