@@ -25,6 +25,13 @@ _watch: SweepWatch | None = None
 swept: Path | None = None
 
 
+def ended_elsewhere(run_dir: Path) -> None:
+    """Show a run that ended without a job of this process, as it ends: a stale trial,
+    marked failed by the search (otherwise shown only once the sweep ends)."""
+    if _watch is not None:
+        _watch.job_ended(run_dir, None)
+
+
 class CollectSweep(Callback):
     """Show each finished job and rewrite the summary as a sweep goes; when it ends, write
     summary.csv, summary.md and summary.png into the sweep folder and print the table.

@@ -52,6 +52,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from mlp_sweep import (
+    callbacks,
     compose,
     console,
     drawing,
@@ -847,6 +848,7 @@ def _stale(
         data = _mark_failed(Path(run_dir), error)
         if data is not None:
             loggers.settle(config, Path(run_dir), data)
+            callbacks.ended_elsewhere(Path(run_dir))
     log.warning("trial %d went stale; queued again with the same parameters", trial.number)
     RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
 

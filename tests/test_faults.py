@@ -296,8 +296,12 @@ def test_kill_9_of_a_search_then_the_same_command_completes_the_study(tmp_path):
     first = read(study_dir / "0" / "metrics.json")
 
     again = start(*search, cwd=tmp_path)
-    _out, err = again.communicate(timeout=300)
+    out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
+    # The killed trial's line, as the search finds it stale, comes before the search's end.
+    lines = out.splitlines()
+    stale = [i for i, line in enumerate(lines) if line.startswith("trial 1 ") and "failed" in line]
+    assert len(stale) == 1 and stale[0] < _index(lines, "Best trial: ")
     url = f"sqlite:///{tmp_path}/outputs/optuna/optuna-mnist_5k-val_acc.db"
     trials = optuna.load_study(study_name="optuna-mnist_5k-val_acc", storage=url).trials
     states = [t.state.name for t in trials]
@@ -308,6 +312,10 @@ def test_kill_9_of_a_search_then_the_same_command_completes_the_study(tmp_path):
     retried = [t for t in trials[2:] if t.params == killed.params and t.state.name == "COMPLETE"]
     assert len(retried) == 1
     assert read(study_dir / "1" / "metrics.json")["status"] == "failed"
+
+
+def _index(lines: list[str], start: str) -> int:
+    return next(i for i, line in enumerate(lines) if line.startswith(start))
 
 
 def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_1(run_script, tmp_path):
