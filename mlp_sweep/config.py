@@ -8,6 +8,8 @@ allowed.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 import uuid
@@ -368,12 +370,24 @@ def _check_optimizer(cfg: DictConfig) -> None:
     if target is None:
         return
     try:
-        get_method(target)
+        _locate(target)
     except Exception:
         raise ConfigError(
             f"optimizer._target_={target!r} is invalid: must name an importable optimizer "
             "class such as torch.optim.SGD"
         ) from None
+
+
+def _locate(target: str) -> None:
+    """Hydra's ``get_method(target)``, without the error lines it logs when it fails: the
+    caller's own line says what is wrong (and a run's log file would keep its folder)."""
+    hydra_log = logging.getLogger("hydra.utils")
+    level = hydra_log.level
+    hydra_log.setLevel(logging.CRITICAL + 1)
+    try:
+        get_method(target)
+    finally:
+        hydra_log.setLevel(level)
 
 
 def _check_scheduler(cfg: DictConfig) -> None:
@@ -387,7 +401,7 @@ def _check_scheduler(cfg: DictConfig) -> None:
         )
     target = scheduler.get("_target_")
     try:
-        get_method(target)
+        _locate(target)
     except Exception:
         raise ConfigError(
             f"scheduler._target_={target!r} is invalid: must name an importable scheduler "
@@ -511,9 +525,16 @@ def _is_number(value: Any) -> bool:
 
 
 def show(value: Any) -> str:
-    """A value as an error message names it: strings quoted, lists as lists."""
+    """A value as an error message names it: strings quoted, lists as lists, true, false and
+    null as a config writes them.
+
+    >>> show("xyz"), show([2, 0.9]), show(True), show(None)
+    ("'xyz'", '[2, 0.9]', 'true', 'null')
+    """
     if isinstance(value, (ListConfig, DictConfig)):
         value = OmegaConf.to_container(value)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
     return repr(value) if isinstance(value, str) else str(value)
 
 

@@ -24,7 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mlp_sweep import checkpoint, console, drawing, interrupts, loggers, objectives, records
@@ -87,8 +87,57 @@ def _check_optimizer(cfg: DictConfig, device: torch.device) -> None:
     key = (settings, str(device))
     if settings is not None and key in _OPTIMIZERS_CHECKED:
         return
+    _check_types(cfg)
     _step_once(cfg, device)
     _OPTIMIZERS_CHECKED.add(key)
+
+
+def _check_types(cfg: DictConfig) -> None:
+    """Refuse a setting of another type than its torch.optim class takes, which the class
+    itself would train with (``momentum=true`` is a momentum of 1, ``maximize=yes`` climbs
+    the loss): true or false where its default is one, a number where it is a number, as
+    many numbers where it is a tuple of them (``betas``)."""
+    cls = _optimizer_class(cfg.get("_target_"))
+    if cls is None:
+        return  # not a torch.optim class: building it says what is wrong
+    defaults = inspect.signature(cls).parameters
+    for key in cfg:
+        if key not in defaults or not isinstance(key, str) or key.startswith("_"):
+            continue
+        try:
+            value = OmegaConf.to_container(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        except Exception:
+            continue  # a value that does not resolve: building the optimizer says which
+        default, wanted = defaults[key].default, None
+        if isinstance(default, bool) or (default is None and key in ("foreach", "fused")):
+            if not isinstance(value, bool) and not (default is None and value is None):
+                wanted = "true or false" + (", or null" if default is None else "")
+        elif _number(default) and not _number(value):
+            wanted = "a number"
+        elif isinstance(default, tuple) and all(map(_number, default)):
+            listed = isinstance(value, (list, tuple)) and len(value) == len(default)
+            if not listed or not all(map(_number, value)):
+                wanted = f"a list of {len(default)} numbers"
+        if wanted is not None:
+            raise ConfigError(
+                f"optimizer.{key}={show(value)} is invalid: {cfg.get('_target_')} takes {wanted}"
+            )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _optimizer_class(target: Any) -> type | None:
+    """The torch.optim class ``target`` names (``torch.optim.SGD``), found without importing
+    anything; None for any other target."""
+    parts = str(target).split(".")
+    if parts[:2] != ["torch", "optim"]:
+        return None
+    found: Any = torch
+    for part in parts[1:]:
+        found = getattr(found, part, None)
+    return found if isinstance(found, type) and issubclass(found, torch.optim.Optimizer) else None
 
 
 _OPTIMIZERS_CHECKED: set[tuple[str | None, str]] = set()
@@ -110,51 +159,68 @@ def _step_once(cfg: DictConfig, device: torch.device) -> None:
     try:
         optimizer.step()
     except (RuntimeError, AssertionError, ValueError, TypeError) as err:
-        raise ConfigError(
-            f"{_blamed(cfg, type(optimizer), err)} is invalid: {cfg.get('_target_')} cannot "
-            f"take a step with it here: {one_line(err)}"
-        ) from None
+        raise ConfigError(_refused(cfg, err, "cannot take a step with it here")) from None
 
 
-def _blamed(cfg: DictConfig, cls: type | None, err: BaseException) -> str:
-    """The optimizer settings that ``err`` is about, as ``optimizer.key=value``: those it
-    names, else those of another type than the optimizer's default (``momentum=xyz``), else
-    every setting other than its default; ``optimizer`` when there is none.
+def _refused(cfg: DictConfig, err: BaseException, why: str) -> str:
+    """The line that says an optimizer config failed with ``err``: naming the settings the
+    error names (a word of its text, or its singular: ``betas`` in "beta parameter"); when
+    it names none, the settings that differ from the class's defaults, as the context.
 
-    >>> cfg = OmegaConf.create({"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": "xyz"})
-    >>> print(_blamed(cfg, torch.optim.SGD, TypeError("'<' not supported")))
-    optimizer.momentum='xyz'
+    >>> cfg = OmegaConf.create({"_target_": "torch.optim.SGD", "momentum": 0.9, "foo": 1})
+    >>> print(_refused(cfg, TypeError("unexpected keyword argument 'foo'"), "cannot be built"))
+    optimizer.foo=1 is invalid: torch.optim.SGD cannot be built: unexpected keyword argument 'foo'
+    >>> print(_refused(cfg, ValueError("a leaf Variable"), "cannot be built"))
+    optimizer (torch.optim.SGD) cannot be built with optimizer.momentum=0.9: a leaf Variable
     """
+    target, text = cfg.get("_target_"), str(err).lower()
+
+    def named(key: str) -> bool:
+        words = {key.lower(), key.lower().removesuffix("s")}
+        return any(re.search(rf"\b{re.escape(word)}\b", text) for word in words)
+
+    keys = [k for k in cfg if isinstance(k, str) and not k.startswith("_") and named(k)]
+    if keys:
+        settings = ", ".join(f"optimizer.{k}={_shown(cfg, k)}" for k in keys)
+        return f"{settings} is invalid: {target} {why}: {one_line(err)}"
+    cls = _optimizer_class(target)
     defaults = inspect.signature(cls).parameters if cls is not None else {}
-    given = {
-        key: value
-        for key, value in cfg.items()
-        if key in defaults and key != "lr" and value != defaults[key].default
-    }
+    changed = [
+        f"optimizer.{k}={_shown(cfg, k)}"
+        for k in defaults
+        if k in cfg and _value(cfg, k) != defaults[k].default
+    ]
+    context = f" with {', '.join(changed)}" if changed else ""
+    return f"optimizer ({target}) {why.replace(' with it', '')}{context}: {one_line(err)}"
 
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    named = [k for k in given if re.search(rf"\b{k}\b", str(err))]
-    mistyped = [k for k, v in given.items() if number(defaults[k].default) and not number(v)]
-    keys = named or mistyped or list(given)
-    return ", ".join(f"optimizer.{k}={show(given[k])}" for k in keys) or "optimizer"
+def _value(cfg: DictConfig, key: str) -> Any:
+    """``cfg[key]`` as the optimizer gets it, a list as a tuple (its defaults are tuples)."""
+    try:
+        value = cfg[key]
+    except Exception:
+        return None
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _shown(cfg: DictConfig, key: str) -> str:
+    """``cfg[key]`` as a message names it: resolved if it resolves, else as written."""
+    try:
+        return show(cfg[key])
+    except Exception:
+        return show(cfg._get_node(key)._value())
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Instantiate the optimizer config over the model's parameters."""
     try:
         return _optimizer_partial(cfg)(model.parameters())
-    except (InstantiationException, RuntimeError, TypeError, ValueError) as err:
+    except InstantiationException as err:  # Hydra's: a target it cannot or may not build
         target = cfg.get("_target_")
-        try:
-            cls = get_class(target)
-        except Exception:  # not a class: Hydra's own error says so
-            raise ConfigError(f"optimizer ({target}) cannot be built: {one_line(err)}") from None
-        raise ConfigError(
-            f"{_blamed(cfg, cls, err)} is invalid: {target} cannot be built with it: "
-            f"{one_line(err)}"
-        ) from None
+        raise ConfigError(f"optimizer ({target}) cannot be built: {one_line(err)}") from None
+    except Exception as err:  # the class refused its settings, whatever it raised
+        raise ConfigError(_refused(cfg, err, "cannot be built with it")) from None
 
 
 def _optimizer_partial(cfg: DictConfig) -> Callable[..., torch.optim.Optimizer]:

@@ -107,6 +107,28 @@ def test_several_hidden_layers_train(run_app, tmp_path):
         (["data.val_size=3995"], "data.val_size=3995 is invalid"),
         (["-m", "optimizer.momentum=0.5,-1"], "optimizer.momentum=-1 is invalid: torch.optim.SGD"),
         (["-m", "optimizer.momentum=0.1,xyz"], "optimizer.momentum='xyz' is invalid: torch.optim"),
+        # A setting of the wrong type, which the optimizer would take and train with.
+        (["optimizer.momentum=true"], "optimizer.momentum=true is invalid: torch.optim.SGD takes"),
+        (["optimizer.momentum=0.9", "optimizer.nesterov=yes"], "optimizer.nesterov='yes' is"),
+        (["+optimizer.maximize=yes"], "optimizer.maximize='yes' is invalid"),
+        (["+optimizer.foreach=3"], "optimizer.foreach=3 is invalid"),
+        (["optimizer=adam", "optimizer.betas=[0.9]"], "optimizer.betas=[0.9] is invalid"),
+        (["optimizer=adam", "optimizer.betas=[0.9,0.99,0.5]"], "takes a list of 2 numbers"),
+        (["optimizer.lr=abc"], "optimizer.lr='abc' is invalid: torch.optim.SGD takes a number"),
+        # The setting the error names, and no other (momentum is fine in each).
+        (["optimizer.momentum=0.9", "+optimizer.foo=1"], "optimizer.foo=1 is invalid"),
+        (
+            ["optimizer.momentum=0.9", "optimizer.lr=-1"],
+            "optimizer (torch.optim.SGD) cannot be built with optimizer.lr=-1, optimizer.momentum="
+            "0.9: Invalid learning rate: -1",
+        ),
+        (
+            ["optimizer.momentum=0.9", "optimizer._target_=torch.optim.RMSprop"],
+            "optimizer.nesterov=false is invalid: torch.optim.RMSprop cannot be built with it",
+        ),
+        (["optimizer._target_=builtins.dict"], "optimizer (builtins.dict) cannot be built"),
+        (["optimizer._target_=os.getcwd"], "optimizer (os.getcwd) cannot be built"),
+        (["optimizer._target_=nope.Nothing"], "optimizer._target_='nope.Nothing' is invalid"),
         (["-m", "data.val_size=500,5"], "data.val_size=5 is invalid"),
         (
             ["-m", "model=softmax_ce,sigmoid_mse", "objective=val_loss"],
@@ -121,6 +143,7 @@ def test_bad_input_fails_with_one_line_and_leaves_no_results(run_app, tmp_path, 
     assert lines[-1].startswith("error: ") and says in lines[-1]
     assert not list(tmp_path.rglob("metrics.json"))
     assert not list(tmp_path.rglob("summary.csv"))
+    assert not list(tmp_path.rglob("*.log"))  # no run folder left with a log in it
     if "-m" in args:  # a sweep is checked whole before any folder is made
         assert not (tmp_path / "outputs").exists()
 
