@@ -169,7 +169,7 @@ def seed_groups(c: Collection) -> pd.DataFrame | None:
     keys = [p for p in c.params if p != "seed"]
     if c.runs["sweep"].nunique() > 1:
         keys.insert(0, "sweep")
-    done = c.runs[c.runs["status"] == records.COMPLETE]
+    done = _nulls_named(c.runs[c.runs["status"] == records.COMPLETE], keys)
     metrics = [m for m in records.METRICS if done[m].notna().any()]
     if done.empty or not metrics:
         return None
@@ -194,13 +194,20 @@ def side_by_side(c: Collection) -> pd.DataFrame | None:
         for p in c.params
         if p != "seed" and c.runs.groupby("sweep")[p].nunique(dropna=False).max() > 1
     ]
-    done = c.runs[c.runs["status"] == records.COMPLETE]
+    done = _nulls_named(c.runs[c.runs["status"] == records.COMPLETE], within)
     if done.empty:
         return None
     if not within:  # each sweep is one setting: one row of all its runs
         done, within = done.assign(setting="all runs"), ["setting"]
     table = done.groupby([*within, "sweep"], sort=True, dropna=False)[c.metric].agg(_mean_std)
     return table.unstack("sweep", fill_value="").reset_index()  # a sweep without the setting
+
+
+def _nulls_named(runs: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
+    """``runs`` with a setting of null written ``null`` in ``params``: grouping takes None
+    for NaN, a setting the run has not."""
+    named = {p: runs[p].map(lambda v: "null" if v is None else v) for p in params}
+    return runs.assign(**named) if named else runs
 
 
 def best(c: Collection) -> pd.Series | None:
@@ -463,7 +470,7 @@ def _markdown(table: pd.DataFrame, params: Sequence[str]) -> str:
     a blank cell where it has none."""
     shown = table.copy()
     for col in set(params) & set(shown.columns):
-        cells = [("null" if v is None else None) if _missing(v) else v for v in shown[col]]
+        cells = [("null" if v is None else None) if _missing(v) else _short(v) for v in shown[col]]
         shown[col] = pd.Series(cells, index=shown.index, dtype=object)
     return shown.to_markdown(index=False, floatfmt=".4g")
 

@@ -312,6 +312,28 @@ def test_a_null_setting_reads_null_and_one_a_run_has_not_is_blank(sweeps, tmp_pa
     assert "init_std=null" in collect.setting(c.runs.iloc[0], c.params)
 
 
+def test_seed_groups_show_a_null_setting_and_numbers_as_the_ranked_table_does(sweeps, tmp_path):
+    copy = shutil.copytree(sweeps["slow"], tmp_path / "seeds")
+    for job in ("0", "1"):  # each setting under two seeds
+        _with(copy / job / "metrics.json", {("params", "seed"): 2})
+        shutil.copytree(copy / job, copy / f"{job}b")
+        _with(copy / f"{job}b" / "metrics.json", {("params", "seed"): 3})
+    for job in ("0", "0b"):  # hidden=20: PyTorch's own init
+        _with(copy / job / "metrics.json", {("params", "init_std"): None})
+    for job in ("1", "1b"):
+        _with(copy / job / "metrics.json", {("params", "init_std"): 0.09114299646101914})
+    text = collect.to_markdown(collect.collect([copy]), "seeds")
+    ranked, groups = text.split("## Runs that differ only in seed")
+    for table in (ranked, groups):
+        header, _, *rows = [line for line in table.splitlines() if line.startswith("|")]
+        shown = {row["hidden"]: row["init_std"] for row in map(_row(header), rows)}
+        assert shown == {"20": "null", "40": "0.09114"}, table
+
+
+def _row(header: str):
+    return lambda line: dict(zip(_cells(header), _cells(line)))
+
+
 def _cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
