@@ -198,11 +198,12 @@ def _kept() -> str:
         shown = _shown(_run_dir)
         return f"the run is kept in {shown} as it stopped; hydra.run.dir={shown} continues it"
     swept = callbacks.swept
-    if swept is None or not any(swept.glob(f"*/{records.METRICS_FILE}")):
+    # At any depth: hydra.sweep.subdir may nest a sweep's runs.
+    if swept is None or not any(swept.rglob(records.METRICS_FILE)):
         return "no run had started"
     summary = swept / records.SUMMARY_MD
     if summary.exists() and summary.stat().st_mtime >= _started:
-        if not any(_finished(m) for m in swept.glob(f"*/{records.METRICS_FILE}")):
+        if not any(_finished(m) for m in swept.rglob(records.METRICS_FILE)):
             return (
                 "no run had finished; the runs are kept as they stopped, and the summary lists them"
             )

@@ -128,14 +128,17 @@ def test_ctrl_c_leaves_no_folder_for_a_job_that_had_not_started(tmp_path):
     # One job a group, narrowest first: job 1 waits for job 0, and Ctrl-C comes first. A
     # folder made for it would be empty: collect would find no run there, and Hydra's own
     # launcher makes a job's folder only as the job starts.
+    # In a nested subdir too, where the last line looks for what the sweep kept.
     args = ("-m", "hidden=[700],[800]", "epochs=20", STACKED, "hydra.launcher.max_members=1")
-    proc = start(*args, "hydra.sweep.dir=g", cwd=tmp_path)
-    wait_for_epoch(tmp_path / "g" / "0" / "metrics.json", 1, proc)
+    nested = "hydra.sweep.subdir=job${hydra:job.num}/run"
+    proc = start(*args, "hydra.sweep.dir=g", nested, cwd=tmp_path)
+    wait_for_epoch(tmp_path / "g" / "job0" / "run" / "metrics.json", 1, proc)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
-    assert read(tmp_path / "g" / "0" / "metrics.json")["status"] == "interrupted"
-    assert not (tmp_path / "g" / "1").exists()
+    assert read(tmp_path / "g" / "job0" / "run" / "metrics.json")["status"] == "interrupted"
+    assert not (tmp_path / "g" / "job1").exists()
+    assert err.strip().splitlines()[-1].startswith("interrupted; no run had finished; ")
 
 
 def test_a_search_trains_its_trials_stacked_and_prunes_a_member(run_app, tmp_path):
