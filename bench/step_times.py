@@ -1,12 +1,16 @@
-"""How long named steps take inside one ``run.py`` command: each function given is wrapped
-with a timer, then the command runs in this process as ``python run.py`` would run it.
+"""Time named steps inside one run.py command (its arguments after --).
+
+Each function given (``module:function`` or ``module:Class.method``) is wrapped with a
+timer, then the command runs in this process as ``python run.py`` would run it:
 
     python bench/step_times.py mlp_sweep.stacked:Stack._restack mlp_sweep.job:complete \\
         -- -m 'hidden=range(16,528,16)' lr=0.05,0.1,0.2,0.5 init_std=0.01,0.1 epochs=1
 
 Prints, when the command ends, each step's total seconds and number of calls, and with
 ``--each`` every call's milliseconds. The time is wall time, and a step's time includes the
-steps it calls.
+steps it calls. A function is wrapped where it is named: a module that imported it by name
+(``from mlp_sweep.config import hidden_sizes``) calls its own reference, so name it there
+(``mlp_sweep.job:hidden_sizes``) to count those calls.
 """
 
 from __future__ import annotations
@@ -62,7 +66,10 @@ def main() -> None:
     arguments = own[split + 1 :]
     totals: dict[str, list[float]] = {}
     for name in args.steps:
-        timed(name, args.each, totals)
+        try:
+            timed(name, args.each, totals)
+        except (ImportError, AttributeError, ValueError) as err:
+            parser.error(f"{name}: no such function ({err})")
     atexit.register(report, totals)  # run.py's end exits the process
     from mlp_sweep import app
 
