@@ -528,11 +528,13 @@ def show(value: Any) -> str:
     """A value as an error message names it: strings quoted, lists as lists, true, false and
     null as a config writes them.
 
-    >>> show("xyz"), show([2, 0.9]), show(True), show(None)
-    ("'xyz'", '[2, 0.9]', 'true', 'null')
+    >>> show("xyz"), show([2, 0.9]), show(True), show(None), show([0.9, None, True])
+    ("'xyz'", '[2, 0.9]', 'true', 'null', '[0.9, null, true]')
     """
     if isinstance(value, (ListConfig, DictConfig)):
         value = OmegaConf.to_container(value)
+    if isinstance(value, list):
+        return f"[{', '.join(map(show, value))}]"
     if value is None or isinstance(value, bool):
         return json.dumps(value)
     return repr(value) if isinstance(value, str) else str(value)

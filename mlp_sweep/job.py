@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import platform
 import re
 import sys
@@ -105,7 +106,9 @@ def _check_types(cfg: DictConfig) -> None:
         if key not in defaults or not isinstance(key, str) or key.startswith("_"):
             continue
         try:
-            value = OmegaConf.to_container(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key]
+            value = cfg[key]
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value, resolve=True)
         except Exception:
             continue  # a value that does not resolve: building the optimizer says which
         default, wanted = defaults[key].default, None
@@ -179,11 +182,11 @@ def _refused(cfg: DictConfig, err: BaseException, why: str) -> str:
         words = {key.lower(), key.lower().removesuffix("s")}
         return any(re.search(rf"\b{re.escape(word)}\b", text) for word in words)
 
+    cls = _optimizer_class(target)
     keys = [k for k in cfg if isinstance(k, str) and not k.startswith("_") and named(k)]
-    if keys:
+    if keys and cls is not None:  # another target (StepLR) is the fault, not its settings
         settings = ", ".join(f"optimizer.{k}={_shown(cfg, k)}" for k in keys)
         return f"{settings} is invalid: {target} {why}: {one_line(err)}"
-    cls = _optimizer_class(target)
     defaults = inspect.signature(cls).parameters if cls is not None else {}
     changed = [
         f"optimizer.{k}={_shown(cfg, k)}"
@@ -200,7 +203,7 @@ def _value(cfg: DictConfig, key: str) -> Any:
         value = cfg[key]
     except Exception:
         return None
-    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -589,8 +592,8 @@ class RunRecord:
         self.ended = False  # metrics.json holds how the run ended (:meth:`finish`)
         self.loggers: loggers.Loggers | None = None  # set once the run's trial is known
         # A sweep's run is named by its folder below the sweep's (curves.png's title).
-        multirun = hydra_cfg.mode == RunMode.MULTIRUN
-        self.sweep_dir = Path(str(hydra_cfg.sweep.dir)).absolute() if multirun else None
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN  # normalised, as the run's own folder
+        self.sweep_dir = Path(os.path.abspath(str(hydra_cfg.sweep.dir))) if multirun else None
         self.data: dict[str, Any] = {
             "schema_version": records.SCHEMA_VERSION,
             "status": records.RUNNING,

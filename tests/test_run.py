@@ -129,6 +129,11 @@ def test_several_hidden_layers_train(run_app, tmp_path):
         (["optimizer._target_=builtins.dict"], "optimizer (builtins.dict) cannot be built"),
         (["optimizer._target_=os.getcwd"], "optimizer (os.getcwd) cannot be built"),
         (["optimizer._target_=nope.Nothing"], "optimizer._target_='nope.Nothing' is invalid"),
+        (
+            ["optimizer._target_=torch.optim.lr_scheduler.StepLR"],
+            "error: optimizer (torch.optim.lr_scheduler.StepLR) cannot be built: ",
+        ),
+        (["optimizer=adam", "optimizer.betas=[0.9,null]"], "optimizer.betas=[0.9, null] is"),
         (["-m", "data.val_size=500,5"], "data.val_size=5 is invalid"),
         (
             ["-m", "model=softmax_ce,sigmoid_mse", "objective=val_loss"],
@@ -287,6 +292,14 @@ def test_two_modes_at_once_fail_with_one_line(run_app):
     ]
 
 
+def test_an_optimizer_setting_that_interpolates_another_trains(run_app, tmp_path):
+    # Its type is that of the value it resolves to.
+    result = run_app("optimizer=adam", "optimizer.betas=[0.9,${lr}]", "epochs=1")
+    assert result.code == 0, result.err
+    (record,) = tmp_path.rglob("metrics.json")
+    assert json.loads(record.read_text())["config"]["optimizer"]["betas"] == [0.9, 0.1]
+
+
 def test_a_runs_curves_png_is_titled_by_its_folder_below_the_sweeps(run_app, tmp_path):
     """In a nested ``hydra.sweep.subdir`` the run's folder is ``softmax_ce/h10``, not ``h10``,
     as drawn during the sweep and as drawn again by `mlp-sweep collect`; a single run keeps
@@ -296,7 +309,8 @@ def test_a_runs_curves_png_is_titled_by_its_folder_below_the_sweeps(run_app, tmp
     from mlp_sweep import cli
 
     nested = "hydra.sweep.subdir=${model.name}/h${hidden}"
-    assert run_app("-m", "hidden=10,20", "epochs=1", "hydra.sweep.dir=s", nested).code == 0
+    sweep = "hydra.sweep.dir=elsewhere/../s"  # named so, and still the same folder
+    assert run_app("-m", "hidden=10,20", "epochs=1", sweep, nested).code == 0
     figure = tmp_path / "s" / "softmax_ce" / "h20" / "curves.png"
     assert Image.open(figure).text["Title"] == "softmax_ce/h20: hidden=20 epochs=1"
     figure.unlink()
