@@ -11,7 +11,9 @@ interrupt as the interrupt.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from types import FrameType
 
 _pressed = False
@@ -43,3 +45,28 @@ def check() -> None:
     command at the next job."""
     if _pressed:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold a Ctrl-C pressed meanwhile until the block ends, then raise it: for a write and
+    the flag that says it is written, which must agree (a run's last metrics.json says
+    complete, and the run is complete). Outside :func:`catch` (SIGINT ignored, or another
+    handler), the block just runs."""
+    if signal.getsignal(signal.SIGINT) is not _on_sigint:
+        yield
+        return
+    held: list[bool] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        global _pressed
+        _pressed = True
+        held.append(True)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, _on_sigint)
+        if held:
+            raise KeyboardInterrupt

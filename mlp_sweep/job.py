@@ -668,8 +668,9 @@ class RunRecord:
             if status != records.COMPLETE:  # a failure or an interrupt is recorded still;
                 self.save()  # a run without its files is not complete (job.complete)
             raise
-        self.save()
-        self.ended = True
+        with interrupts.deferred():  # a Ctrl-C between the two would mark it interrupted
+            self.save()
+            self.ended = True
         if self.loggers is not None:
             self.loggers.finish(self.data)
 

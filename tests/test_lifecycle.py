@@ -223,3 +223,27 @@ def test_the_resume_decision_never_loses_or_fakes_a_result(
         assert ckpt == "readable" and same and resume and epochs >= epochs_run
     if status == "complete" and not (same and epochs == old_epochs):
         assert plan.action == checkpoint.CONTINUE  # trained further, never overwritten
+
+
+def test_a_ctrl_c_during_a_deferred_block_comes_after_it():
+    """A run's last write and the flag saying it is written agree whenever Ctrl-C comes
+    (RunRecord.finish): the interrupt is raised once the block has ended."""
+    import os
+    import signal
+
+    from mlp_sweep import interrupts
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        interrupts.catch()
+        done = []
+        with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # Python runs the handler at one of these steps
+                pass
+            done.append("written")
+        assert done == ["written"] and interrupts.pressed()
+        assert signal.getsignal(signal.SIGINT) is interrupts._on_sigint
+    finally:
+        signal.signal(signal.SIGINT, previous)
