@@ -106,9 +106,7 @@ def _check_types(cfg: DictConfig) -> None:
         if key not in defaults or not isinstance(key, str) or key.startswith("_"):
             continue
         try:
-            value = cfg[key]
-            if OmegaConf.is_config(value):
-                value = OmegaConf.to_container(value, resolve=True)
+            value = _resolved(cfg, key)
         except Exception:
             continue  # a value that does not resolve: building the optimizer says which
         default, wanted = defaults[key].default, None
@@ -197,20 +195,25 @@ def _refused(cfg: DictConfig, err: BaseException, why: str) -> str:
     return f"optimizer ({target}) {why.replace(' with it', '')}{context}: {one_line(err)}"
 
 
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    """``cfg[key]`` resolved, as plain Python (raises if it does not resolve)."""
+    value = cfg[key]
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def _value(cfg: DictConfig, key: str) -> Any:
     """``cfg[key]`` as the optimizer gets it, a list as a tuple (its defaults are tuples)."""
     try:
-        value = cfg[key]
+        value = _resolved(cfg, key)
     except Exception:
         return None
-    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     return tuple(value) if isinstance(value, list) else value
 
 
 def _shown(cfg: DictConfig, key: str) -> str:
     """``cfg[key]`` as a message names it: resolved if it resolves, else as written."""
     try:
-        return show(cfg[key])
+        return show(_resolved(cfg, key))
     except Exception:
         return show(cfg._get_node(key)._value())
 
@@ -591,8 +594,9 @@ class RunRecord:
         self.earlier = 0.0  # the wall time of the sessions this run continues
         self.ended = False  # metrics.json holds how the run ended (:meth:`finish`)
         self.loggers: loggers.Loggers | None = None  # set once the run's trial is known
-        # A sweep's run is named by its folder below the sweep's (curves.png's title).
-        multirun = hydra_cfg.mode == RunMode.MULTIRUN  # normalised, as the run's own folder
+        # A sweep's run is named by its folder below the sweep's (curves.png's title), both
+        # normalised (``..`` resolved) as Hydra makes the run's own.
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
         self.sweep_dir = Path(os.path.abspath(str(hydra_cfg.sweep.dir))) if multirun else None
         self.data: dict[str, Any] = {
             "schema_version": records.SCHEMA_VERSION,
