@@ -1,14 +1,17 @@
 """The side-by-side table and summary.png of collected sweeps."""
 
 import struct
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from mlp_sweep import cli
-from mlp_sweep.plots import plot_curves, save, summary_figure
+from mlp_sweep.plots import plot_curves, plot_study, save, summary_figure
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -53,6 +56,33 @@ def test_a_summary_figure_is_drawn_once_when_it_is_saved(tmp_path):
     save(figure, tmp_path / "summary.png")
     assert len(draws) == 1
     assert png_size(tmp_path / "summary.png")[1] == 3 * 380  # curves, parameters, parallel
+
+
+def test_laying_out_a_figure_measures_each_panel_once(tmp_path, monkeypatch):
+    # Measuring a panel (its labels' extents) is most of a layout's time.
+    measured: list[Axes] = []
+    measure = Axes.get_tightbbox
+
+    def counted(self: Axes, *args, **kwargs):
+        measured.append(self)
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "get_tightbbox", counted)
+    names = ["a", "b", "c"]
+    histories = {name: history([1.0, 2.0]) for name in names}
+    runs = pd.DataFrame({"legend": names, "lr": [0.1, 0.2, 0.5], "hidden": [10, 20, 30],
+                         "init_std": [0.01, 0.1, 0.1], "val_acc": [0.5, 0.6, 0.7]},
+                        index=names)  # fmt: skip
+    figure = summary_figure(runs, histories, ["lr", "hidden", "init_std"], "val_acc")
+    assert set(Counter(map(id, measured)).values()) == {1}
+    assert {id(ax) for ax in figure.axes if ax.axison} <= set(map(id, measured))
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 0.01, 1) + t.suggest_int("h", 1, 9), 6)
+    measured.clear()
+    plot_study(study, tmp_path)
+    assert len(list(tmp_path.glob("*.png"))) == 4 and measured
+    assert set(Counter(map(id, measured)).values()) == {1}
 
 
 def test_a_run_of_one_epoch_is_a_point_on_the_summary_curves():
