@@ -270,8 +270,10 @@ def _absent(value: Any) -> bool:
 
 
 def _short(value: Any) -> Any:
-    if value is None:
-        return "null"
+    """A setting as a table or legend shows it: null, true and false as a config writes
+    them, a float to 4 significant digits."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
     return f"{value:.4g}" if isinstance(value, float) else value
 
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlp_sweep import compose, console, job
-from mlp_sweep.config import hidden_sizes
+from mlp_sweep.config import hidden_sizes, show
 from mlp_sweep.errors import one_line
 from mlp_sweep.model import MLP, count_params
 from mlp_sweep.stacked import Stack
@@ -66,7 +66,7 @@ def solo_reason(cfg: DictConfig) -> str | None:
     >>> solo_reason(OmegaConf.create({"optimizer": adam})) is None
     True
     >>> solo_reason(OmegaConf.create({"optimizer": {**adam, "fused": True}}))
-    'optimizer.fused=True is not among the arguments of torch.optim.Adam known to train stacked'
+    'optimizer.fused=true is not among the arguments of torch.optim.Adam known to train stacked'
     """
     target = cfg.optimizer._target_
     cls = get_class(target)
@@ -80,10 +80,15 @@ def solo_reason(cfg: DictConfig) -> str | None:
             continue
         if key not in defaults or value != defaults[key].default:
             return (
-                f"optimizer.{key}={value} is not among the arguments of {target} known to "
-                "train stacked"
+                f"optimizer.{key}={_written(value)} is not among the arguments of {target} "
+                "known to train stacked"
             )
     return None
+
+
+def _written(value: Any) -> str:
+    """A config value as an override writes it: true, false and null as in a config."""
+    return show(value) if value is None or isinstance(value, (bool, ListConfig)) else str(value)
 
 
 def group_key(cfg: DictConfig) -> tuple[Any, ...]:

@@ -199,11 +199,12 @@ def _first_value(trial: optuna.trial.FrozenTrial) -> float:
 def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     import pandas as pd  # the summary's figure only: a run's curves never need it
 
-    values = pd.to_numeric(runs[param], errors="coerce")
-    has = runs[param].notna()  # a define-by-run space draws some parameters for some runs only
+    # A define-by-run space draws some parameters for some runs only: the others lack it
+    # (NaN). A run that set it to null (None: init_std=null) has it.
+    has = ~runs[param].map(_absent)
+    values = pd.to_numeric(runs.loc[has, param], errors="coerce")
     flags = runs.loc[has, param].map(lambda value: isinstance(value, bool)).any()
-    if has.any() and values[has].notna().all() and not flags:
-        values = values[has]
+    if has.any() and values.notna().all() and not flags:
         ax.scatter(values, runs.loc[has, metric])
         if _log_scale(param, values):
             ax.set_xscale("log")
@@ -213,9 +214,9 @@ def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
                 ax.set_xticks(unique, [f"{v:.4g}" for v in unique])
         elif (values == values.round()).all():  # epochs, widths, depths: no 1.25
             ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
-    else:  # categories, lists of layer widths, or a mix with None
-        order = _categories(runs[param])
-        ax.scatter(runs[param].map(_text).map(order.index), runs[metric])
+    else:  # categories, lists of layer widths, flags, or numbers beside null
+        order = _categories(runs.loc[has, param])
+        ax.scatter(runs.loc[has, param].map(_text).map(order.index), runs.loc[has, metric])
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
         ax.set_xlim(-0.5, len(order) - 0.5)  # categories as columns, not at the edges
     ax.set_xlabel(param)
@@ -301,8 +302,18 @@ def _categories(column: pd.Series) -> list[str]:
 
 
 def _text(value: object) -> str:
-    """A value as an axis labels it: a float to 4 significant digits."""
+    """A value as an axis labels it: a float to 4 significant digits; null, true and false
+    as a config writes them; "absent" for a run that has not the parameter (NaN)."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if _absent(value):
+        return "absent"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _absent(value: object) -> bool:
+    """A parameter the run has not (NaN), unlike one it set to null (None)."""
+    return isinstance(value, float) and np.isnan(value)
 
 
 def _log_scale(param: str, values: pd.Series) -> bool:

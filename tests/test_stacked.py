@@ -225,12 +225,12 @@ def test_an_optimizer_argument_not_proven_stacked_trains_solo(run_app, tmp_path)
     for launcher, folder in (("hydra/launcher=basic", "solo"), (STACKED, "stacked")):
         result = run_app(*grid, launcher, f"hydra.sweep.dir={folder}")
         assert result.code == 0, result.err
-    assert result.out.count("trains solo: optimizer.fused=True") == 2
+    assert result.out.count("trains solo: optimizer.fused=true") == 2
     for a, b in zip(runs(tmp_path / "solo", 2), runs(tmp_path / "stacked", 2)):
         assert b["status"] == "complete" and "stacked" not in b
         assert abs(a["final"]["val_acc"] - b["final"]["val_acc"]) <= 0.005
     log = (tmp_path / "stacked" / "0" / "mlp_sweep.log").read_text()
-    assert "trains solo: optimizer.fused=True" in log and log.count("epoch ") == 2
+    assert "trains solo: optimizer.fused=true" in log and log.count("epoch ") == 2
 
 
 def test_adamw_trains_stacked_beside_sgd_as_its_solo_run(run_app, tmp_path):

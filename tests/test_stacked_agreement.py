@@ -170,7 +170,7 @@ def test_every_stacked_member_agrees_with_its_solo_run_or_trains_solo(splits, cf
 @pytest.mark.parametrize(
     ("optimizer", "reason"),
     [
-        ({"fused": True}, "optimizer.fused=True"),
+        ({"fused": True}, "optimizer.fused=true"),
         ({"_target_": "torch.optim.RMSprop"}, "torch.optim.RMSprop"),
         ({"differentiable": False}, None),  # a torch default, as if not given
         ({"fused": False, "capturable": None}, None),  # off: as their default

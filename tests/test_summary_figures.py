@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from mlp_sweep import cli
+from mlp_sweep import cli, collect
 from mlp_sweep.plots import plot_curves, plot_study, save, summary_figure
 
 
@@ -143,20 +143,38 @@ def test_settings_too_long_to_sit_beside_the_curves_get_a_legend_row_of_their_ow
     assert shown[:-1] == names[:-1] and shown[-1].endswith("…") and len(shown[-1]) < 240
 
 
+def test_a_setting_of_null_or_a_flag_is_drawn_and_named_as_a_config_writes_it(run_app, tmp_path):
+    # init_std=null (PyTorch's own init) is a setting like any other: its runs are drawn.
+    args = ["-m", "init_std=null,0.1", "optimizer=adam", "+optimizer.amsgrad=true,false"]
+    assert run_app(*args, "epochs=1", "hydra.sweep.dir=s").code == 0
+    c = collect.collect([tmp_path / "s"], None)
+    figure = collect.summary_figure(c)
+    panels = {ax.get_xlabel(): ax for ax in figure.axes[2:4]}
+    for param, labels in (("init_std", ["0.1", "null"]), ("optimizer.amsgrad", ["false", "true"])):
+        assert len(panels[param].collections[0].get_offsets()) == 4
+        assert [t.get_text() for t in panels[param].get_xticklabels()] == labels
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "0: init_std=null, optimizer.amsgrad=true" in legend
+    table = (tmp_path / "s" / "summary.md").read_text()
+    assert "True" not in table and "| true " in table and "| null " in table
+
+
 def test_a_parameter_some_runs_lack_is_drawn_for_the_runs_that_have_it():
     # A define-by-run space draws momentum for SGD only, nesterov as a flag or not at all.
     names = ["a", "b", "c"]
     histories = {name: history([1.0, 2.0]) for name in names}
     runs = pd.DataFrame(
         {"legend": names, "optimizer.momentum": [0.8627761218598525, np.nan, 0.3982],
-         "optimizer.nesterov": [True, None, False], "lr": [0.1, 0.2, 0.3],
+         "optimizer.nesterov": [True, np.nan, False], "lr": [0.1, 0.2, 0.3],
          "val_acc": [0.5, 0.6, 0.7]}, index=names,
     )  # fmt: skip
     figure = summary_figure(runs, histories, list(runs.columns[1:4]), "val_acc")
     momentum, nesterov = figure.axes[2:4]
     assert len(momentum.collections[0].get_offsets()) == 2  # the runs that have it
     assert momentum.get_xscale() == "linear" and not momentum.get_xticklabels()[0].get_rotation()
-    assert [t.get_text() for t in nesterov.get_xticklabels()] == ["False", "None", "True"]
+    assert len(nesterov.collections[0].get_offsets()) == 2
+    assert [t.get_text() for t in nesterov.get_xticklabels()] == ["false", "true"]
     parallel = figure.axes[-2]  # then its colour bar
     labels = {text.get_text() for text in parallel.texts}
     assert {"0.8628", "0.3982"} <= labels and "0.8627761218598525" not in labels
+    assert {"false", "true", "absent"} <= labels
