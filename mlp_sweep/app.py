@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from mlp_sweep import interrupts, records
-from mlp_sweep.config import NO_SEARCH, is_search, resolver_said
+from mlp_sweep.config import NO_SEARCH, check_folder, is_search, resolver_said
 from mlp_sweep.errors import (
     BAD_INPUT,
     INTERRUPTED,
@@ -55,6 +55,8 @@ def _hydra_main(cfg: DictConfig) -> float:
     if HydraConfig.get().mode == RunMode.RUN:
         _run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        if _run_dir is not None:
+            check_folder("run")  # the folder Hydra just made is removed if so
         from mlp_sweep import job  # here: --help and --cfg never import torch
 
         return job.run(cfg)

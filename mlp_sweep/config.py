@@ -307,10 +307,11 @@ def _strings(raw: Any, key: str) -> Iterator[tuple[str, str]]:
         yield key, raw._value()
 
 
-def hydra_keys_said(value: str) -> str | None:
+def hydra_keys_said(value: str, sweep: bool = False) -> str | None:
     """What is wrong with a key that ``value`` reads from the job's Hydra config
     (``${hydra:job.num}``): one it lacks, whose value Hydra's resolver gives as None, or one
-    without a value in a single run; None if nothing is, or no Hydra config is set."""
+    without a value in a single run (or, if ``sweep``, in the sweep's own config); None if
+    nothing is, or no Hydra config is set."""
     if "${hydra:" not in value or not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
@@ -318,6 +319,11 @@ def hydra_keys_said(value: str) -> str | None:
         try:
             found = OmegaConf.select(hydra, path, default=_ABSENT, throw_on_missing=True)
         except MissingMandatoryValue:
+            if sweep:
+                return (
+                    f"${{hydra:{path}}} has no value for the sweep as a whole: Hydra sets it "
+                    "for each job (name their folders with hydra.sweep.subdir)"
+                )
             return (
                 f"${{hydra:{path}}} has no value in a single run: Hydra sets it for each job "
                 "of a sweep (-m)"
@@ -328,6 +334,16 @@ def hydra_keys_said(value: str) -> str | None:
 
 
 _ABSENT = object()
+
+
+def check_folder(mode: str) -> None:
+    """Refuse the folder of a single run or of a sweep (``mode``: ``run`` or ``sweep``)
+    whose name reads a key of Hydra's config without a value: Hydra's resolver gives such a
+    key as None (a folder ``out/run_None``), and the jobs of a sweep each resolve
+    ``${hydra:job.num}`` to their own (a sweep folder per job, the summary in the last)."""
+    raw = str(HydraConfig.get()[mode]._get_node("dir")._value())
+    if said := hydra_keys_said(raw, sweep=mode == "sweep"):
+        raise ConfigError(f"hydra.{mode}.dir={raw} is invalid: {said}")
 
 
 def _check_data(cfg: DictConfig) -> None:

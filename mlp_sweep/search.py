@@ -64,7 +64,7 @@ from mlp_sweep import (
     spaces,
 )
 from mlp_sweep.compose import JobComposer
-from mlp_sweep.config import check_comparable, check_objective
+from mlp_sweep.config import check_comparable, check_folder, check_objective
 from mlp_sweep.errors import ConfigError, SweepFailed, one_line
 from mlp_sweep.launchers import parallel_jobs
 from mlp_sweep.study import (
@@ -153,6 +153,7 @@ class Search(OptunaSweeperImpl):
         optuna.logging.enable_propagation()
         loggers.check(config)  # before the first trial, not once in every trial
         check_objective(config)  # the study's directions come from it
+        check_folder("sweep")
         _check_pruning(config)
         _check_study(self.study_name, self.storage)
         if self.storage is None and config.hydra.sweeper.pruner._target_ != NopPrunerConf._target_:

@@ -28,7 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from mlp_sweep import compose, records
 from mlp_sweep.compose import JobComposer
-from mlp_sweep.config import check_comparable, check_one_objective
+from mlp_sweep.config import check_comparable, check_folder, check_one_objective
 from mlp_sweep.errors import BadInput, ConfigError, RunFailed, SweepFailed, one_line
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ class GridSweeper(BasicSweeper):
         from mlp_sweep import job
 
         assert self.hydra_context is not None and self.config is not None
+        check_folder("sweep")
         # Resolve the sweep folder first: jobs composed from the master config copy its
         # resolver cache, so they all land in this folder (its name has a random part).
         str(self.config.hydra.sweep.dir)

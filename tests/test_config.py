@@ -226,6 +226,31 @@ def test_a_sweep_subdir_that_cannot_name_a_jobs_folder_is_one_line(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["hydra.run.dir=out/rr_${hydra:job.nope}"], NO_JOB_NOPE),
+        (["hydra.run.dir=out/rr_${hydra:job.num}"],
+         "${hydra:job.num} has no value in a single run: Hydra sets it for each job of a sweep "
+         "(-m)"),
+        (["-m", "hidden=10,20", "hydra.sweep.dir=out/s_${hydra:job.nope}"], NO_JOB_NOPE),
+        (["hparams_search=optuna", "hydra.sweep.dir=out/s_${hydra:job.nope}"], NO_JOB_NOPE),
+        # Each job resolved it to its own number: a sweep folder per job, the summary in one.
+        (["-m", "hidden=10,20", "hydra.sweep.dir=out/s_${hydra:job.num}"],
+         "${hydra:job.num} has no value for the sweep as a whole: Hydra sets it for each job "
+         "(name their folders with hydra.sweep.subdir)"),
+    ],
+)  # fmt: skip
+def test_a_folder_naming_a_key_hydra_lacks_is_one_line(run_app, tmp_path, args, reason):
+    # Hydra's resolver gives such a key as None: the run went to a folder out/rr_None.
+    result = run_app(*args, "epochs=1")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    key, value = args[-1].split("=", 1)
+    assert line == f"error: {key}={value} is invalid: {reason}"
+    assert list(tmp_path.iterdir()) == []  # nor a search's study
+
+
 def test_a_sweep_subdir_giving_two_jobs_one_folder_is_refused_before_any_trains(run_app, tmp_path):
     result = run_app("-m", "hidden=10,20", "epochs=1", "seed=4",
                      "hydra.sweep.subdir=run_${seed}", "hydra.sweep.dir=out/sweep")  # fmt: skip
