@@ -35,7 +35,7 @@ def measure(repeats: int) -> dict[str, float]:
     assert Path(plots.__file__).is_relative_to(sys.path[0]), plots.__file__
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rng = np.random.default_rng(0)
-    folder = Path(tempfile.mkdtemp())
+    folder = Path(tempfile.mkdtemp())  # removed by the caller (see main)
 
     def history(epochs: int) -> pd.DataFrame:
         e = np.arange(1.0, epochs + 1)
@@ -85,18 +85,28 @@ def measure(repeats: int) -> dict[str, float]:
     return result
 
 
+def a_checkout(path: str) -> Path:
+    """A checkout of the project: a folder holding its package."""
+    folder = Path(path).resolve()
+    if not (folder / "mlp_sweep" / "plots.py").is_file():
+        raise argparse.ArgumentTypeError(f"{path} is no checkout of mlp_sweep")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkout", type=Path, action="append", default=[])
+    parser.add_argument("--checkout", type=a_checkout, action="append", default=[])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the checkouts")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # in this checkout
     args = parser.parse_args()
     if args.measure:
         sys.path.insert(0, str(args.measure))  # its package, before any installed one
-        print(json.dumps(measure(args.repeats)))
+        with tempfile.TemporaryDirectory() as tmp:
+            tempfile.tempdir = tmp  # the figures' folder, removed with it
+            print(json.dumps(measure(args.repeats)))
         return
-    checkouts = [HERE, *[c.resolve() for c in args.checkout]]
+    checkouts = list(dict.fromkeys([HERE, *args.checkout]))  # each once
     rows: dict[str, dict[Path, list[float]]] = {}
     for _ in range(args.rounds):
         for checkout in checkouts:

@@ -333,6 +333,8 @@ def job_line(
 
 
 def _short(text: str) -> str:
+    if text in ("True", "False"):  # as Hydra's grid writes a flag: as a config writes it
+        return text.lower()
     try:
         number = float(text)
     except ValueError:

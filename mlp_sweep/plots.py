@@ -35,6 +35,7 @@ LOG_SPAN = 20  # any other numeric parameter whose largest value is more than th
 PARALLEL_FROM = 3  # swept parameters from which summary.png adds a parallel-coordinates panel
 LEGEND_BESIDE = 45  # runs' settings longer than this: the legend gets a row below the curves
 LEGEND_WIDE = 230  # and is cut at this many characters (the table holds every setting)
+LABEL_WIDE = 30  # a value's label on an axis is cut to this many characters
 
 
 def plot_curves(history: Mapping[str, Sequence[float]], path: Path, title: str = "") -> None:
@@ -110,7 +111,8 @@ def summary_figure(
     ncols = 4
     parallel = len(params) >= PARALLEL_FROM
     labels = {run: str(runs.at[run, "legend"] if run in runs.index else run) for run in histories}
-    few = len(histories) <= 12  # a legend of more runs hides the curves
+    # A legend of more runs than colours names two runs by one colour (and hides the curves).
+    few = len(histories) <= len(matplotlib.rcParams["axes.prop_cycle"])
     # Settings too long for a legend beside the curves get a row of their own below them.
     below = few and max(map(len, labels.values()), default=0) > LEGEND_BESIDE
     # The curves, (their legend,) then the parameters, 4 to a row, then the parallel
@@ -176,20 +178,22 @@ def plot_study(study: optuna.Study, folder: Path, objectives: Sequence[str] = ()
         ]
         makers.append(functools.partial(optuna_plots.plot_pareto_front, target_names=objectives))
         names.append(PARETO_PLOT)
-    for name, make in zip(names, makers):
-        try:
-            with warnings.catch_warnings():  # experimental plots, and layout notes
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                warnings.simplefilter("ignore", UserWarning)
-                axes = make(study)
-                figure = np.ravel(axes)[0].figure
-                _lay_out(figure)
-        except (ValueError, RuntimeError, ZeroDivisionError) as err:
-            log.info("skipped %s: %s", name, err)
-            plt.close("all")
-            continue
-        save(figure, folder / name)
-        plt.close(figure)
+    # Optuna's plots set the ggplot style for the whole process: only for theirs here.
+    with matplotlib.rc_context():
+        for name, make in zip(names, makers):
+            try:
+                with warnings.catch_warnings():  # experimental plots, and layout notes
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    warnings.simplefilter("ignore", UserWarning)
+                    axes = make(study)
+                    figure = np.ravel(axes)[0].figure
+                    _lay_out(figure)
+            except (ValueError, RuntimeError, ZeroDivisionError) as err:
+                log.info("skipped %s: %s", name, err)
+                plt.close("all")
+                continue
+            save(figure, folder / name)
+            plt.close(figure)
 
 
 def _first_value(trial: optuna.trial.FrozenTrial) -> float:
@@ -200,28 +204,57 @@ def _scatter(ax: Axes, runs: pd.DataFrame, param: str, metric: str) -> None:
     import pandas as pd  # the summary's figure only: a run's curves never need it
 
     # A define-by-run space draws some parameters for some runs only: the others lack it
-    # (NaN). A run that set it to null (None: init_std=null) has it.
+    # (NaN), and are left out. A run that set it to null (None: init_std=null) has it.
     has = ~runs[param].map(_absent)
-    values = pd.to_numeric(runs.loc[has, param], errors="coerce")
+    nulls = has & runs[param].map(lambda value: value is None)
+    numbers = has & ~nulls
+    values = pd.to_numeric(runs.loc[numbers, param], errors="coerce")
     flags = runs.loc[has, param].map(lambda value: isinstance(value, bool)).any()
-    if has.any() and values.notna().all() and not flags:
-        ax.scatter(values, runs.loc[has, metric])
-        if _log_scale(param, values):
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide
-            unique = sorted(set(values))
-            if len(unique) <= 6:  # a grid: its values are the ticks
-                ax.set_xticks(unique, [f"{v:.4g}" for v in unique])
-        elif (values == values.round()).all():  # epochs, widths, depths: no 1.25
-            ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
-    else:  # categories, lists of layer widths, flags, or numbers beside null
+    if numbers.any() and values.notna().all() and not flags:
+        _numeric(ax, param, values, runs.loc[numbers, metric], runs.loc[nulls, metric])
+    else:  # categories, lists of layer widths, flags
         order = _categories(runs.loc[has, param])
         ax.scatter(runs.loc[has, param].map(_text).map(order.index), runs.loc[has, metric])
-        ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+        ax.set_xticks(range(len(order)), map(_cut, order), rotation=30, ha="right")
         ax.set_xlim(-0.5, len(order) - 0.5)  # categories as columns, not at the edges
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
+
+
+def _numeric(ax: Axes, param: str, values: pd.Series, scores: pd.Series, nulls: pd.Series) -> None:
+    """A numeric parameter's ``scores`` against its ``values`` (on a log axis if they call
+    for one), and those of the runs that set it to null (``nulls``) in a column of their own,
+    left of the numbers."""
+    ax.scatter(values, scores)
+    unique = sorted(set(values))
+    ticks = None  # the locator's
+    if log := _log_scale(param, values):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide
+        if len(unique) <= 6:  # a grid: its values are the ticks
+            ticks = unique
+    elif (values == values.round()).all():  # epochs, widths, depths: no 1.25
+        ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
+    if nulls.empty:
+        if ticks is not None:
+            ax.set_xticks(ticks, [f"{v:.4g}" for v in ticks])
+        return
+    low, high = unique[0], unique[-1]
+    if ticks is None:
+        near = 1e-9 * (high - low or abs(low))  # a tick at an end may be off by a rounding
+        inside = ax.xaxis.get_major_locator().tick_values(low, high)
+        ticks = [t for t in inside if low - near <= t <= high + near]
+        ticks = ticks or unique[:: max(len(unique) - 1, 1)]
+    if log:  # a quarter of the numbers' span (or a decade) below the least
+        x = low / (high / low if high > low else 10) ** 0.25
+        between = (x * low) ** 0.5
+    else:
+        x = low - ((high - low) or abs(low) or 1) / 4
+        between = (x + low) / 2
+    ax.scatter([x] * len(nulls), nulls, color="C1", marker="s")
+    ax.axvline(between, color="0.6", lw=0.8, ls=":")  # null is no number
+    ax.set_xticks([x, *ticks], ["null", *(f"{v:.4g}" for v in ticks)])
 
 
 def _parallel(
@@ -279,22 +312,32 @@ def _axis_positions(column: pd.Series, log: bool) -> tuple[np.ndarray, list[tupl
     log scale if its values call for one."""
     import pandas as pd
 
-    values = pd.to_numeric(column, errors="coerce")
-    if values.isna().any():
+    # Runs that lack the parameter (absent) or set it to null sit below its numbers.
+    special = column.map(lambda value: _text(value) if _missing(value) else None)
+    below = sorted(set(special.dropna()))  # absent, null
+    numbers = special.isna()
+    values = pd.to_numeric(column[numbers], errors="coerce")
+    flags = column[numbers].map(lambda value: isinstance(value, bool)).any()
+    if values.isna().any() or flags or not numbers.any():  # categories, lists, flags
         order = _categories(column)
         step = 1 / max(len(order) - 1, 1)
         positions = column.map(_text).map(order.index).to_numpy(dtype=float) * step
-        return positions, [(i * step, label) for i, label in enumerate(order)]
-    shown = (
-        np.log10(values) if log and _log_scale(str(column.name), values) else values.astype(float)
-    )
+        return positions, [(i * step, _cut(label)) for i, label in enumerate(order)]
+    log = log and _log_scale(str(column.name), values)
+    shown = np.log10(values) if log else values.astype(float)
     low, high = shown.min(), shown.max()
-    positions = ((shown - low) / ((high - low) or 1.0)).to_numpy()
+    start = 0.15 * len(below)  # the numbers above the places of absent and null
+    scaled = start + (1 - start) * (shown - low) / ((high - low) or 1.0)
+    positions = pd.Series(np.nan, index=column.index)
+    positions[numbers] = scaled
+    for i, label in enumerate(below):
+        positions[special == label] = 0.15 * i
     unique = sorted(set(values))
     if len(unique) > 6:  # many values (a search): label the ends only
         unique = [unique[0], unique[-1]]
-    where = dict(zip(values, positions))
-    return positions, [(where[v], f"{v:.4g}") for v in unique]
+    where = dict(zip(values, scaled))
+    labels = [(0.15 * i, label) for i, label in enumerate(below)]
+    return positions.to_numpy(dtype=float), labels + [(where[v], f"{v:.4g}") for v in unique]
 
 
 def _categories(column: pd.Series) -> list[str]:
@@ -311,9 +354,22 @@ def _text(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _cut(label: str) -> str:
+    """An axis label of at most LABEL_WIDE characters: a long one (a list of many layers)
+    keeps its start and end (the table holds it whole)."""
+    if len(label) <= LABEL_WIDE:
+        return label
+    half = (LABEL_WIDE - 1) // 2
+    return f"{label[:half]}…{label[-half:]}"
+
+
 def _absent(value: object) -> bool:
     """A parameter the run has not (NaN), unlike one it set to null (None)."""
     return isinstance(value, float) and np.isnan(value)
+
+
+def _missing(value: object) -> bool:
+    return value is None or _absent(value)
 
 
 def _log_scale(param: str, values: pd.Series) -> bool:

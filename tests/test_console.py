@@ -4,12 +4,14 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
 
+from mlp_sweep import console
 from mlp_sweep.console import SweepWatch
 
 
@@ -49,6 +51,12 @@ def test_a_failed_job_is_one_line_with_its_error(run_app):
     result = run_app("-m", "lr=1e38,0.1", "epochs=2")
     (line,) = [line for line in result.out.splitlines() if line.startswith("job 0")]
     assert "lr=1e+38" in line and "failed: training diverged: the loss became nan" in line
+
+
+def test_a_jobs_line_spells_a_flag_as_a_config_writes_it():
+    data = {"overrides": ["optimizer.nesterov=True", "hidden=[64,32]"], "status": "complete"}
+    line = console.job_line(Path("0"), data, swept=["optimizer.nesterov", "hidden"])
+    assert line.startswith("job 0  optimizer.nesterov=true hidden=[64,32]  complete")
 
 
 def test_a_job_interrupted_before_its_first_record_is_interrupted_not_done(tmp_path, capsys):

@@ -4,6 +4,7 @@ import struct
 from collections import Counter
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import optuna
 import pandas as pd
@@ -85,6 +86,17 @@ def test_laying_out_a_figure_measures_each_panel_once(tmp_path, monkeypatch):
     assert set(Counter(map(id, measured)).values()) == {1}
 
 
+def test_a_studys_figures_leave_the_style_of_later_figures_as_it_was(tmp_path):
+    # Optuna's plots set matplotlib's ggplot style for the whole process: seven colours
+    # and a grey background for every figure drawn after them (a summary, a notebook's).
+    before = dict(matplotlib.rcParams)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 0.01, 1) + t.suggest_int("h", 1, 9), 6)
+    plot_study(study, tmp_path)
+    changed = {k for k, v in matplotlib.rcParams.items() if str(before.get(k)) != str(v)}
+    assert changed == set()
+
+
 def test_a_run_of_one_epoch_is_a_point_on_the_summary_curves():
     histories = {"one": history([1.0]), "two": history([1.0, 2.0])}
     runs = pd.DataFrame(
@@ -150,13 +162,68 @@ def test_a_setting_of_null_or_a_flag_is_drawn_and_named_as_a_config_writes_it(ru
     c = collect.collect([tmp_path / "s"], None)
     figure = collect.summary_figure(c)
     panels = {ax.get_xlabel(): ax for ax in figure.axes[2:4]}
-    for param, labels in (("init_std", ["0.1", "null"]), ("optimizer.amsgrad", ["false", "true"])):
-        assert len(panels[param].collections[0].get_offsets()) == 4
+    for param, labels in (("init_std", ["null", "0.1"]), ("optimizer.amsgrad", ["false", "true"])):
+        assert sum(len(c.get_offsets()) for c in panels[param].collections) == 4
         assert [t.get_text() for t in panels[param].get_xticklabels()] == labels
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert "0: init_std=null, optimizer.amsgrad=true" in legend
     table = (tmp_path / "s" / "summary.md").read_text()
     assert "True" not in table and "| true " in table and "| null " in table
+
+
+def test_null_beside_numbers_keeps_their_axis_and_order():
+    # init_std=null (PyTorch's init) beside numbers: the numbers keep their log axis, in
+    # order, and null gets a place of its own on it.
+    names = [str(i) for i in range(34)]
+    grid = [None, 0.001, 0.1, 1e-5]
+    search = list(np.geomspace(0.005, 0.1, 30))  # a search draws many values
+    for stds in (grid, grid + search):
+        runs = pd.DataFrame({"legend": names[: len(stds)], "init_std": stds, "nesterov": False,
+                             "lr": 0.1, "val_acc": np.linspace(0.1, 0.9, len(stds))},
+                            index=names[: len(stds)])  # fmt: skip
+        runs["init_std"] = pd.Series(stds, index=runs.index, dtype=object)  # as collected
+        runs.loc["0", "nesterov"] = True
+        histories = {name: history([1.0, 2.0]) for name in runs.index}
+        figure = summary_figure(runs, histories, ["init_std", "nesterov", "lr"], "val_acc")
+        panel = figure.axes[2]
+        assert panel.get_xscale() == "log"
+        assert len(np.concatenate([c.get_offsets() for c in panel.collections])) == len(stds)
+        ticks = [(t.get_position()[0], t.get_text()) for t in panel.get_xticklabels()]
+        shown = [text for _, text in sorted(ticks)]
+        assert shown[0] == "null" and len(shown) <= 6
+        if stds == grid:
+            assert shown == ["null", "1e-05", "0.001", "0.1"]
+        parallel = figure.axes[-2]  # then its colour bar
+        labels = [(text.xy[1], text.get_text()) for text in parallel.texts if text.xy[0] == 0]
+        shown = [text for _, text in sorted(labels)]
+        assert shown[0] == "null" and shown[1] == "1e-05" and shown[-1] == "0.1"
+        flags = [text.get_text() for text in parallel.texts if text.xy[0] == 1]
+        assert sorted(flags) == ["false", "true"]
+
+
+def test_a_long_value_is_cut_on_its_axis_and_the_panels_keep_their_height():
+    names = ["a", "b", "c"]
+    widths = [str([8] * 30), "[16]", str([300, 200, 100, 50, 25, 12])]
+    runs = pd.DataFrame({"legend": names, "hidden": widths, "lr": [0.1, 0.2, 0.3],
+                         "init_std": [0.1, 0.2, 0.3], "val_acc": [0.5, 0.6, 0.7]},
+                        index=names)  # fmt: skip
+    histories = {name: history([1.0, 2.0]) for name in names}
+    figure = summary_figure(runs, histories, ["hidden", "lr", "init_std"], "val_acc")
+    labels = [t.get_text() for t in figure.axes[2].get_xticklabels()]
+    assert len(labels) == 3 and max(map(len, labels)) <= 30 and "…" in labels[-1]
+    assert all(ax.get_position().height > 0.15 for ax in figure.axes[:3])
+
+
+def test_runs_share_no_colour_where_the_curves_have_a_legend():
+    names = [f"run {i}" for i in range(12)]
+    histories = {name: history([1.0, 2.0]) for name in names}
+    runs = pd.DataFrame({"legend": names, "lr": np.linspace(0.1, 1, 12), "val_acc": 0.5},
+                        index=names)  # fmt: skip
+    for count in (10, 11, 12):
+        some = {name: histories[name] for name in names[:count]}
+        panel = summary_figure(runs.iloc[:count], some, ["lr"], "val_acc").axes[0]
+        colours = [line.get_color() for line in panel.lines]
+        assert panel.get_legend() is None or len(set(colours)) == count
 
 
 def test_a_parameter_some_runs_lack_is_drawn_for_the_runs_that_have_it():
