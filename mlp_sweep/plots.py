@@ -392,9 +392,14 @@ def _lay_out(fig: Figure) -> None:
     figure a layout engine, and saving a figure that has one draws it twice (the first time
     only to lay it out); and given a rectangle to fit the panels in, as it is by default (the
     whole figure), it measures every panel twice, the second time to the same result. (Some
-    of Optuna's figures come with tight_layout's engine: it is taken off.)"""
+    of Optuna's figures come with tight_layout's engine: it is taken off.) A colour bar made
+    beside the panels, out of their grid (Optuna's slice figure), stays where it is, and the
+    panels end left of it."""
     fig.set_layout_engine("none")
     TightLayoutEngine(rect=None).execute(fig)
+    beside = [ax.get_position().x0 for ax in fig.axes if ax.get_subplotspec() is None]
+    if beside and min(beside) > 0.5:  # right of the panels
+        fig.subplots_adjust(right=min(fig.subplotpars.right, min(beside) - 0.03))
 
 
 def save(fig: Figure, path: Path) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from mlp_sweep import cli, collect
+from mlp_sweep import cli, collect, plots
 from mlp_sweep.plots import plot_curves, plot_study, save, summary_figure
 
 
@@ -95,6 +95,29 @@ def test_a_studys_figures_leave_the_style_of_later_figures_as_it_was(tmp_path):
     plot_study(study, tmp_path)
     changed = {k for k, v in matplotlib.rcParams.items() if str(before.get(k)) != str(v)}
     assert changed == set()
+
+
+def test_a_studys_colour_bar_covers_no_panel(tmp_path, monkeypatch):
+    # Optuna's slice figure makes its colour bar beside the panels, out of their grid.
+    saved = {}
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: saved.setdefault(path.name, fig))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(
+        lambda t: t.suggest_float("lr", 0.01, 1, log=True) + t.suggest_int("h", 1, 9)
+        + (t.suggest_categorical("optimizer", ["sgd", "adam"]) == "sgd"),
+        8,
+    )  # fmt: skip
+    plot_study(study, tmp_path)
+    figure = saved["optuna_slice.png"]
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    (bar,) = [ax for ax in figure.axes if ax.get_subplotspec() is None]
+    panels = [ax for ax in figure.axes if ax is not bar]
+    assert len(panels) == 3
+    box = bar.get_tightbbox(renderer)
+    assert not any(box.overlaps(ax.get_tightbbox(renderer)) for ax in panels)
+    assert box.x1 <= figure.bbox.x1  # its labels inside the figure
+    save(figure, tmp_path / "slice.png")
 
 
 def test_a_run_of_one_epoch_is_a_point_on_the_summary_curves():
