@@ -5,16 +5,19 @@ does the same work), on made-up records of a fixed seed.
     python bench/figures.py                      # this checkout
     python bench/figures.py --checkout ../other  # and another, side by side, alternating
 
-Prints the median milliseconds of each figure over ``--repeats`` draws (after one draw that
-imports what it needs), per checkout. CPU time, not wall time: the figures' process shares the
-cores with training, so its CPU is what a sweep pays.
+Prints the least milliseconds of each figure over ``--repeats`` draws (after one draw that
+imports what it needs), per checkout, and the Python function calls of one draw. CPU time,
+not wall time: the figures' process shares the cores with training, so its CPU is what a sweep
+pays. The calls do not vary from run to run: on a noisy machine, where the milliseconds do,
+they compare two checkouts' work.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
-import statistics
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -25,7 +28,8 @@ HERE = Path(__file__).resolve().parent.parent
 
 
 def measure(repeats: int) -> dict[str, float]:
-    """Milliseconds (median CPU time) of each figure, drawn by the package on sys.path."""
+    """Milliseconds (the least CPU time of ``repeats`` draws: the one least disturbed by
+    other work on the machine) of each figure, drawn by the package on sys.path."""
     import numpy as np
     import optuna
     import pandas as pd
@@ -81,7 +85,10 @@ def measure(repeats: int) -> dict[str, float]:
             start = time.process_time()
             draw()
             times.append(time.process_time() - start)
-        result[name] = 1000 * statistics.median(times)
+        profile = cProfile.Profile()
+        profile.runcall(draw)
+        calls = pstats.Stats(profile).total_calls
+        result[name] = (1000 * min(times), calls)
     return result
 
 
@@ -107,7 +114,7 @@ def main() -> None:
             print(json.dumps(measure(args.repeats)))
         return
     checkouts = list(dict.fromkeys([HERE, *args.checkout]))  # each once
-    rows: dict[str, dict[Path, list[float]]] = {}
+    rows: dict[str, dict[Path, list[list[float]]]] = {}
     for _ in range(args.rounds):
         for checkout in checkouts:
             command = [sys.executable, "-P", __file__, "--measure", str(checkout)]
@@ -116,12 +123,15 @@ def main() -> None:
             )
             if out.returncode:
                 sys.exit(f"{checkout}: {out.stderr.strip()}")
-            for name, ms in json.loads(out.stdout.splitlines()[-1]).items():
-                rows.setdefault(name, {}).setdefault(checkout, []).append(ms)
+            for name, measured in json.loads(out.stdout.splitlines()[-1]).items():
+                rows.setdefault(name, {}).setdefault(checkout, []).append(measured)
     print("| figure | " + " | ".join(str(c) for c in checkouts) + " |")
     print("|---|" + "---|" * len(checkouts))
     for name, by in rows.items():
-        cells = [", ".join(f"{ms:.0f}" for ms in by[c]) + " ms" for c in checkouts]
+        cells = [
+            ", ".join(f"{ms:.0f}" for ms, _ in by[c]) + f" ms ({by[c][-1][1]:,} calls)"
+            for c in checkouts
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
