@@ -316,6 +316,7 @@ def hydra_keys_said(value: str, sweep: bool = False) -> str | None:
         return None
     hydra = HydraConfig.get()
     for path in re.findall(r"\$\{hydra:\s*([^${}:\s]+)\s*\}", value):
+        path = path.strip("'\"")  # ${hydra:'job.name'}: a quoted key
         try:
             found = OmegaConf.select(hydra, path, default=_ABSENT, throw_on_missing=True)
         except MissingMandatoryValue:

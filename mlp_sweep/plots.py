@@ -252,7 +252,7 @@ def _numeric(ax: Axes, param: str, values: pd.Series, scores: pd.Series, nulls: 
     else:
         x = low - ((high - low) or abs(low) or 1) / 4
         between = (x + low) / 2
-    ax.scatter([x] * len(nulls), nulls, color="C1", marker="s")
+    ax.scatter([x] * len(nulls), nulls, color="0.35", marker="s")  # no run's colour
     ax.axvline(between, color="0.6", lw=0.8, ls=":")  # null is no number
     ax.set_xticks([x, *ticks], ["null", *(f"{v:.4g}" for v in ticks)])
 

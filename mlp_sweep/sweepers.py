@@ -133,6 +133,25 @@ class SearchSweeper(Sweeper):
         return self.search.sweep(arguments)
 
 
+def _check_one_folder(
+    config: DictConfig, configs: Sequence[DictConfig], jobs: Sequence[Sequence[str]]
+) -> None:
+    """Refuse a ``hydra.sweep.dir`` that a job resolves to a folder other than the sweep's
+    (``s_${lr}``, ``s_${hydra:job.override_dirname}``): the jobs would be spread over
+    folders, and the summary would cover those in the sweep's only."""
+    sweep_dir = str(config.hydra.sweep.dir)
+    for num, cfg in enumerate(configs):
+        with compose.as_job(cfg):  # ${hydra:...} in it is the job's own
+            theirs = str(cfg.hydra.sweep.dir)
+        if theirs != sweep_dir:
+            raw = config.hydra.sweep._get_node("dir")._value()
+            raise ConfigError(
+                f"hydra.sweep.dir={raw} gives job #{num} ({' '.join(jobs[num])}) the folder "
+                f"{theirs}, not the sweep's folder {sweep_dir}: a sweep has one folder (name "
+                "its jobs' folders with hydra.sweep.subdir)"
+            )
+
+
 class GridSweeper(BasicSweeper):
     """Compose and check all jobs of the grid up front, so one bad value (``lr=0.1,-1``), an
     optimizer setting the optimizer refuses, or a job folder holding another run stops the
@@ -174,6 +193,7 @@ class GridSweeper(BasicSweeper):
         composer = JobComposer(loader, self.config)
         configs = [composer.compose(j) for j in jobs]
         folders = [compose.number(cfg, num) for num, cfg in enumerate(configs)]
+        _check_one_folder(self.config, configs, jobs)
         if (shared := compose.shared_folder(folders)) is not None:
             first, second = shared
             subdir = self.config.hydra.sweep._get_node("subdir")._value()

@@ -251,6 +251,23 @@ def test_a_folder_naming_a_key_hydra_lacks_is_one_line(run_app, tmp_path, args, 
     assert list(tmp_path.iterdir()) == []  # nor a search's study
 
 
+def test_a_folder_naming_a_quoted_key_of_hydras_config_is_taken(run_app, tmp_path):
+    result = run_app("epochs=1", "hydra.run.dir=out/run_${hydra:'job.name'}")
+    assert result.code == 0, result.err
+    assert (tmp_path / "out/run_mlp_sweep/metrics.json").is_file()
+
+
+@pytest.mark.parametrize("dir_", ["s_${lr}", "s_${hydra:job.override_dirname}"])
+def test_a_sweep_folder_that_differs_from_job_to_job_is_one_line(run_app, tmp_path, dir_):
+    # Each job resolved it to a folder of its own: the summary covered the last one only.
+    result = run_app("-m", "lr=0.1,0.2", "epochs=1", f"hydra.sweep.dir=out/{dir_}")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith(f"error: hydra.sweep.dir=out/{dir_} gives job #")
+    assert "not the sweep's folder" in line and "a sweep has one folder" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_sweep_subdir_giving_two_jobs_one_folder_is_refused_before_any_trains(run_app, tmp_path):
     result = run_app("-m", "hidden=10,20", "epochs=1", "seed=4",
                      "hydra.sweep.subdir=run_${seed}", "hydra.sweep.dir=out/sweep")  # fmt: skip

@@ -214,6 +214,8 @@ def test_null_beside_numbers_keeps_their_axis_and_order():
         ticks = [(t.get_position()[0], t.get_text()) for t in panel.get_xticklabels()]
         shown = [text for _, text in sorted(ticks)]
         assert shown[0] == "null" and len(shown) <= 6
+        red, green, blue, _ = panel.collections[1].get_facecolor()[0]  # the null runs:
+        assert red == green == blue  # grey, no run's colour in the curves' legend
         if stds == grid:
             assert shown == ["null", "1e-05", "0.001", "0.1"]
         parallel = figure.axes[-2]  # then its colour bar
