@@ -18,7 +18,8 @@ What the loop adds:
   (:mod:`mlp_sweep.spaces`), checked on throw-away trials before the first real one;
 - several objectives (``objective=[val_acc,n_params]``): one study direction per metric, and
   the Pareto front reported instead of one best trial;
-- a wall-time budget: after ``timeout`` seconds no new trial starts.
+- a wall-time budget: after ``timeout`` seconds no new trial starts (the first batch of a
+  session always does, as in Optuna's ``optimize``).
 """
 
 from __future__ import annotations
@@ -223,7 +224,9 @@ class Search(OptunaSweeperImpl):
         started = time.monotonic()
         self._within_budget(study)  # a study stopped by its failures stops again
         with _Heartbeats(storage, self.heartbeat_interval) as heartbeats:
-            while (batch := self._next_batch(started, study)) is not None:
+            first = True
+            while (batch := self._next_batch(started, study, first)) is not None:
+                first = False
                 self._within_budget(study)
                 if batch == 0:  # only trials of other workers are left; wait for them
                     time.sleep(min(self.heartbeat_interval, 5))
@@ -447,9 +450,10 @@ class Search(OptunaSweeperImpl):
 
         return self.space.check(self.config, fixed, searched, check)
 
-    def _next_batch(self, started: float, study: optuna.Study) -> int | None:
-        """:meth:`_batch_size`, or None once the ``timeout`` has passed."""
-        if self.timeout is None or time.monotonic() - started < self.timeout:
+    def _next_batch(self, started: float, study: optuna.Study, first: bool) -> int | None:
+        """:meth:`_batch_size`, or None once the ``timeout`` has passed, but for the ``first``
+        batch of the session, which starts whatever the timeout, as in Optuna's optimize."""
+        if self.timeout is None or first or time.monotonic() - started < self.timeout:
             return self._batch_size(study)
         log.info(
             "timeout: %g s have passed, so no new trial starts; %d of %d trials finished",

@@ -83,7 +83,7 @@ def test_runs_beaten_on_every_objective_are_off_the_front():
 
 def test_a_timeout_starts_no_trial_after_it(run_app, tmp_path):
     result = run_app(
-        "hparams_search=optuna", "hydra.sweeper.timeout=0.01", "hydra.sweeper.n_trials=5",
+        "hparams_search=optuna", "hydra.sweeper.timeout=1e-9", "hydra.sweeper.n_trials=5",
         "epochs=1",
     )  # fmt: skip
     assert result.code == 0, result.err
@@ -91,7 +91,7 @@ def test_a_timeout_starts_no_trial_after_it(run_app, tmp_path):
         study_name="optuna-mnist_5k-val_acc",
         storage=f"sqlite:///{tmp_path}/outputs/optuna/optuna-mnist_5k-val_acc.db",
     )
-    assert len(study.trials) == 1  # the first batch started in time; none after it
+    assert len(study.trials) == 1  # the first batch starts, as in Optuna's optimize; no other
 
 
 @pytest.mark.parametrize(
