@@ -10,6 +10,7 @@ from typing import Any
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from mlp_sweep import drawing, records
 from mlp_sweep.config import check_objective
@@ -43,12 +44,12 @@ class CollectSweep(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _watch, swept
-        swept = Path(config.hydra.sweep.dir)
+        _watch = swept = None
         try:
+            swept = Path(config.hydra.sweep.dir)
             check_objective(config)  # the watch ranks the runs by it
-        except ConfigError:  # the sweeper refuses the sweep, in one line of its own
-            _watch = None
-            return
+        except (ConfigError, OmegaConfBaseException):  # the sweeper refuses the sweep, in one
+            return  # line of its own
         _watch = SweepWatch(Path(config.hydra.sweep.dir), config)
         drawing.start()
 
@@ -66,6 +67,9 @@ class CollectSweep(Callback):
         if _watch is not None:
             _watch.close(report=not refused)
             _watch = None
+        if swept is None:  # a sweep folder that cannot be resolved: refused by the sweeper
+            drawing.finish()
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         table = sweep_dir / records.SUMMARY_MD
         if not sweep_dir.is_dir() or refused:

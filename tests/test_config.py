@@ -251,6 +251,15 @@ def test_a_folder_naming_a_key_hydra_lacks_is_one_line(run_app, tmp_path, args, 
     assert list(tmp_path.iterdir()) == []  # nor a search's study
 
 
+def test_a_sweep_folder_that_cannot_resolve_is_one_line_and_no_warning(run_app, recwarn, tmp_path):
+    result = run_app("-m", "hidden=10,20", "epochs=1", "hydra.sweep.dir=out/s_${hydra.job.num}")
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith("error: hydra.sweep.dir is invalid: ") and "hydra.job.num" in line
+    assert [str(w.message) for w in recwarn if "Callback" in str(w.message)] == []
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_naming_a_quoted_key_of_hydras_config_is_taken(run_app, tmp_path):
     result = run_app("epochs=1", "hydra.run.dir=out/run_${hydra:'job.name'}")
     assert result.code == 0, result.err
