@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mlp_sweep import compose, console, job
 from mlp_sweep.config import hidden_sizes, show
@@ -88,7 +88,7 @@ def solo_reason(cfg: DictConfig) -> str | None:
 
 def _written(value: Any) -> str:
     """A config value as an override writes it: true, false and null as in a config."""
-    return show(value) if value is None or isinstance(value, (bool, ListConfig)) else str(value)
+    return value if isinstance(value, str) else show(value)
 
 
 def group_key(cfg: DictConfig) -> tuple[Any, ...]:
