@@ -74,12 +74,12 @@ def _positive(text: str) -> int:
 
 def _collect(args: argparse.Namespace) -> int:
     (sweep_dir,) = args.dirs
-    c = collect.write_summary(sweep_dir, args.metric)
+    _, text = collect.write_summary(sweep_dir, args.metric)
     drawing.draw_missing(sweep_dir)  # a run's curves.png lost with the sweep's drawing process
-    if c.runs.empty:
+    if not text:
         print(f"error: no run folders under {sweep_dir}", file=sys.stderr)
         return 1
-    print(collect.to_markdown(c, f"Sweep {sweep_dir}"))
+    print(text)
     print(f"\nwrote {_SUMMARY_FILES} in {sweep_dir}")
     return 0
 

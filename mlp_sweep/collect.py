@@ -279,29 +279,30 @@ def _short(value: Any) -> Any:
 
 def write_summary(
     sweep_dir: Path, metric: str | Sequence[str] | None = None, plot: bool = True
-) -> Collection:
+) -> tuple[Collection, str]:
     """Collect ``sweep_dir`` and (re)write its summary.csv, summary.md and (``plot``)
-    summary.png."""
+    summary.png; the collection, and the text of summary.md ("" if it holds no runs)."""
     sweep_dir = Path(sweep_dir)
     c = collect([sweep_dir], metric, histories=plot)
-    if write_tables(c, sweep_dir) and plot:
+    text = write_tables(c, sweep_dir)
+    if text and plot:
         write_plot(c, sweep_dir / records.SUMMARY_PNG)
-    return c
+    return c, text
 
 
-def write_tables(c: Collection, sweep_dir: Path) -> bool:
-    """(Re)write summary.csv and summary.md of the sweep ``c`` collected; False (with a
-    warning) if it holds no runs."""
+def write_tables(c: Collection, sweep_dir: Path) -> str:
+    """(Re)write summary.csv and summary.md of the sweep ``c`` collected, and return the
+    text of summary.md; "" (with a warning, nothing written) if it holds no runs."""
     if c.runs.empty:
         log.warning("no runs found under %s; nothing to summarise", sweep_dir)
-        return False
+        return ""
     table = summary_table(c)
     records.atomic_write(
         sweep_dir / records.SUMMARY_CSV, lambda tmp: table.to_csv(tmp, index=False)
     )
     text = to_markdown(c, f"Sweep {sweep_dir}")
     records.atomic_write(sweep_dir / records.SUMMARY_MD, lambda tmp: tmp.write_text(text))
-    return True
+    return text
 
 
 def summary_table(c: Collection) -> pd.DataFrame:
@@ -469,11 +470,13 @@ def _mean_std(values: pd.Series) -> str:
 
 def _markdown(table: pd.DataFrame, params: Sequence[str]) -> str:
     """``table`` in Markdown; its settings as a person reads them: null where a run set null,
-    a blank cell where it has none."""
+    a blank cell where it has none, true and false."""
     shown = table.copy()
     for col in set(params) & set(shown.columns):
         cells = [("null" if v is None else None) if _missing(v) else _short(v) for v in shown[col]]
         shown[col] = pd.Series(cells, index=shown.index, dtype=object)
+    if "pareto" in shown.columns:  # a flag, as the settings' flags are written
+        shown["pareto"] = [_short(bool(v)) for v in shown["pareto"]]
     return shown.to_markdown(index=False, floatfmt=".4g")
 
 

@@ -76,7 +76,7 @@ def test_missing_or_corrupt_metrics_are_listed_as_incomplete_with_a_warning(
     copy = shutil.copytree(sweeps["slow"], tmp_path / "broken")
     (copy / "0" / "metrics.json").write_text('{"status": "compl')  # cut off mid-write
     (copy / "1" / "metrics.json").unlink()  # a job killed before its first write
-    c = collect.write_summary(copy)
+    c, _ = collect.write_summary(copy)
     assert sorted(c.runs["status"]) == ["incomplete", "incomplete"]
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert str(copy / "0") in warned and str(copy / "1") in warned
@@ -275,7 +275,7 @@ def test_one_unreadable_run_leaves_the_swept_parameters_as_they_are(sweeps, tmp_
     copy = shutil.copytree(sweeps["slow"], tmp_path / "one_broken")
     shutil.copytree(copy / "1", copy / "2")
     (copy / "2" / "metrics.json").write_text("{")
-    c = collect.write_summary(copy)
+    c, _ = collect.write_summary(copy)
     assert c.params == ["hidden"]
     table = (copy / "summary.md").read_text()
     assert "differ only in seed" not in table

@@ -66,6 +66,10 @@ def test_a_grid_with_two_objectives_gets_a_pareto_column(size_grid):
     best = summary["val_acc"].idxmax()
     assert summary.loc[best, "pareto"]  # nor the most accurate on accuracy
     assert summary["n_params"].tolist() == [784 * h + h + h * 10 + 10 for h in summary.index]
+    # summary.md writes the flag as the flags of the settings are written: true or false
+    rows = [r.split("|")[2].strip() for r in (size_grid / "summary.md").read_text().splitlines()
+            if r.startswith("|") and "---" not in r]  # fmt: skip
+    assert rows[0] == "pareto" and "true" in rows and set(rows[1:]) <= {"true", "false"}
 
 
 def test_compare_ranks_by_any_single_metric(size_grid, capsys):
