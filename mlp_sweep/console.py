@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -90,14 +91,18 @@ def planned(config: DictConfig) -> tuple[int | None, list[str]]:
     sweeper = config.hydra.sweeper
     parser = OverridesParser.create()
     params = _as_written(sweeper.get("params") or {})
-    overrides = parser.parse_overrides(
+    # Each key once, the last value winning in the first one's place, as Hydra's sweepers
+    # take them: the command line's `lr=...` replaces the config's `params.lr`.
+    final: dict[str, Override] = {}
+    for override in parser.parse_overrides(
         [*(f"{k}={v}" for k, v in params.items()), *_as_written(config.hydra.overrides.task)]
-    )
-    swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
+    ):
+        final[override.get_key_element()] = override
+    swept = [key for key, o in final.items() if o.is_sweep_override()]
     if "n_trials" in sweeper:
         return sweeper.n_trials, swept
     total = 1
-    for override in overrides:
+    for override in final.values():
         if override.is_sweep_override():
             total *= len(list(override.sweep_string_iterator()))
     return total, swept

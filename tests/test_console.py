@@ -140,6 +140,41 @@ def test_a_broken_config_file_is_one_line_naming_file_and_line(run_app, tmp_path
     assert line.startswith(f"error: {tmp_path}/extra/") and says in line
 
 
+@pytest.mark.parametrize(
+    ("command", "total", "swept"),
+    [
+        (["lr=0.5,1.0,2.0"], 3, ["lr"]),  # the command line's sweep replaces the config's
+        (["lr=0.5"], 1, []),  # and so does a single value
+        (["hidden=8,16", "lr=0.5,1.0"], 4, ["lr", "hidden"]),
+    ],
+)
+def test_the_bar_counts_the_jobs_of_a_key_swept_in_the_config_and_on_the_command_line(
+    tmp_path, command, total, swept
+):
+    """Hydra's grid takes each key once, its last value winning: a key that the config's
+    hydra.sweeper.params and the command line both sweep is one axis of the grid."""
+    config = OmegaConf.create(
+        {
+            "objective": "val_acc",
+            "hydra": {
+                "sweeper": {"_target_": "mlp_sweep.sweepers.GridSweeper",
+                            "params": {"lr": "0.1,0.2"}},
+                "overrides": {"task": command},
+            },
+        }
+    )  # fmt: skip
+    assert console.planned(config) == (total, swept)
+
+
+def test_a_key_swept_in_the_config_and_on_the_command_line_is_one_setting_of_the_jobs_line(
+    run_app,
+):
+    result = run_app("-m", "+hydra.sweeper.params={lr:'0.1,0.2'}", "lr=0.5,1.0", "epochs=1")
+    assert result.code == 0, result.err
+    lines = [line for line in result.out.splitlines() if line.startswith("job ")]
+    assert [line.split("  ")[:2] for line in lines] == [["job 0", "lr=0.5"], ["job 1", "lr=1.0"]]
+
+
 def test_a_sweep_with_several_objectives_shows_its_jobs(run_app):
     result = run_app("-m", "hidden=8,16", "objective=[val_acc,n_params]", "epochs=1")
     assert result.code == 0, result.err
