@@ -45,14 +45,19 @@ _FINAL = {records.COMPLETE, records.FAILED, records.PRUNED, records.INTERRUPTED}
 EVENTS = "MLP_SWEEP_EVENTS"  # the environment variable naming the sweep's event file
 PARENT = "MLP_SWEEP_PARENT"  # the environment variable naming the pid the sweep stops with
 PARENT_SECONDS = 0.5  # how often the sweep looks whether that process is still there
+_active: SweepWatch | None = None  # the console of this process's sweep, while it runs
 
 
 class ConsoleHandler(logging.StreamHandler):
-    """A console log handler that prints above a progress bar instead of through it."""
+    """A console log handler that prints above a progress bar instead of through it. A
+    record about one run (``extra={"run_dir": ...}``) whose line the sweep has printed
+    already (a trial's failure, as the search logs it) is not printed again."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            run_dir = getattr(record, "run_dir", None)
+            if run_dir is None or not said(Path(run_dir)):
+                tqdm.write(self.format(record), file=self.stream)
             if record.levelno >= logging.WARNING:  # for a program that hides the console
                 text = f"{record.levelname.lower()}: {one_line(Exception(record.getMessage()))}"
                 _event("log", text=text)
@@ -114,10 +119,26 @@ def _as_written(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
 
 
+def said(run_dir: Path) -> bool:
+    """Whether the console of this process's sweep has printed the line of the run in
+    ``run_dir``, or will: its metrics.json holds how it ended, which the next look at the
+    sweep folder prints (jobs in other processes)."""
+    watch = _active
+    if watch is None:
+        return False
+    if run_dir.resolve() in watch.said:
+        return True
+    try:
+        return records.read_metrics(run_dir)["status"] in _FINAL
+    except ValueError:
+        return False
+
+
 class SweepWatch:
     """The console of one sweep, and its live summary; see the module docstring."""
 
     def __init__(self, sweep_dir: Path, config: DictConfig) -> None:
+        global _active
         self.sweep_dir = sweep_dir.resolve()  # jobs name their folders by absolute paths
         metrics = objectives.names(config.get("objective") or "val_acc")
         # With several objectives no run is best: the summary marks the Pareto front.
@@ -139,6 +160,7 @@ class SweepWatch:
         # Runs finished before this session started (a resumed sweep) are not reported
         # again unless they finish again (a failed job that runs anew).
         self.seen: dict[Path, Any] = {}
+        self.said: set[Path] = set()  # the runs this session printed a line for
         self.best: tuple[float, str] | None = None
         done = 0  # an interrupted run counts once it is done
         for run_dir, data in self._finished_runs():
@@ -162,6 +184,7 @@ class SweepWatch:
         if not launcher.endswith(("BasicLauncher", "StackedLauncher")):  # jobs elsewhere
             self._thread = threading.Thread(target=self._poll, name="sweep-watch", daemon=True)
             self._thread.start()
+        _active = self
 
     def job_ended(self, run_dir: Path, error: BaseException | None) -> None:
         """A job of this process ended: report it from its own metrics.json (reading only
@@ -176,16 +199,19 @@ class SweepWatch:
                 if self.seen.get(run_dir, object()) != data.get("finished_at"):
                     self._report(run_dir, data)
             elif isinstance(error, KeyboardInterrupt):  # stopped before its first record
-                self._line(f"{self.unit} {run_dir.name}  interrupted")
+                self._line(run_dir, f"{self.unit} {run_dir.name}  interrupted")
                 self._count(run_dir, records.INTERRUPTED)
             elif error is not None:
-                self._line(f"{self.unit} {run_dir.name}  failed: {one_line(error)}")
+                self._line(run_dir, f"{self.unit} {run_dir.name}  failed: {one_line(error)}")
                 self._count(run_dir, records.FAILED)
             self._show_best()
             self._write_summary()
 
     def close(self, report: bool = True) -> None:
         """Report what finished since the last look (if ``report``), and take the bar down."""
+        global _active
+        if _active is self:
+            _active = None
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -218,7 +244,7 @@ class SweepWatch:
     def _report(self, run_dir: Path, data: dict[str, Any]) -> None:
         self.seen[run_dir] = data.get("finished_at")
         self._update_best(run_dir, data)
-        self._line(job_line(run_dir, data, self.swept, self.fixed))
+        self._line(run_dir, job_line(run_dir, data, self.swept, self.fixed))
         self._count(run_dir, data["status"])
 
     def _count(self, run_dir: Path, status: str) -> None:
@@ -260,8 +286,9 @@ class SweepWatch:
         if best is not None:
             self.bar.set_postfix_str(best)
 
-    def _line(self, text: str) -> None:
+    def _line(self, run_dir: Path, text: str) -> None:
         self.bar.write(text, file=sys.stdout)
+        self.said.add(run_dir)
 
     def _write_summary(self) -> None:
         # Jobs still running are in it too; the png waits for the end of the sweep, as

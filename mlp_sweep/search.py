@@ -755,8 +755,10 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> Non
     """Record a job's outcome in the study (unless it was told from the run's folder)."""
     if _stored(study, trial.number).state.is_finished():
         return
+    run_dir = None
     if ret.hydra_cfg is not None:  # also where the job could not reach the study itself
-        trial.set_user_attr(RUN_DIR, str(ret.hydra_cfg.hydra.runtime.output_dir))
+        run_dir = str(ret.hydra_cfg.hydra.runtime.output_dir)
+        trial.set_user_attr(RUN_DIR, run_dir)
     err = failure(ret)  # a bug, a divergence, bad parameters
     if err is None:
         try:
@@ -766,7 +768,8 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn) -> Non
     if err is not None:
         trial.set_user_attr(ERROR, one_line(err)[:1000])
         study.tell(trial, state=TrialState.FAIL)
-        log.warning("trial %d failed: %s", trial.number, one_line(err))
+        # Not on the console where the trial's own line said it (console.ConsoleHandler).
+        log.warning("trial %d failed: %s", trial.number, one_line(err), extra={"run_dir": run_dir})
         return
     pruned_at = _stored(study, trial.number).user_attrs.get(PRUNED_AT)  # set by the job
     if pruned_at is not None:

@@ -119,6 +119,9 @@ def test_a_diverging_trial_fails_and_the_search_goes_on(run_app, tmp_path):
     assert "became nan" in study.trials[0].user_attrs["error"]
     run = metrics(tmp_path, 0)
     assert run["status"] == "failed" and run["epochs_run"] == 1 and len(run["history"]) == 1
+    # The trial's line says why, once: the search's own warning is not printed after it.
+    said = [line for line in result.out.splitlines() if "trial 0" in line and "nan" in line]
+    assert len(said) == 1 and said[0].startswith("trial 0  lr=1e+38"), said
 
 
 def test_too_many_failures_stop_the_search_with_its_summary(run_app, tmp_path):
