@@ -9,10 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hypothesis import given
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from mlp_sweep import console
 from mlp_sweep.console import SweepWatch
+from mlp_sweep.sweepers import GridSweeper
 
 
 def test_a_three_job_grid_of_20_epochs_prints_at_most_30_lines(run_script, tmp_path):
@@ -164,6 +168,31 @@ def test_the_bar_counts_the_jobs_of_a_key_swept_in_the_config_and_on_the_command
         }
     )  # fmt: skip
     assert console.planned(config) == (total, swept)
+
+
+_KEYS = st.sampled_from(["lr", "hidden", "seed", "optimizer.momentum"])
+_VALUES = st.lists(st.sampled_from(["1", "2", "3", "0.5"]), min_size=1, max_size=3, unique=True)
+
+
+@given(
+    params=st.dictionaries(_KEYS, _VALUES, max_size=3),
+    command=st.lists(st.tuples(_KEYS, _VALUES), max_size=4),
+)
+def test_the_bar_plans_as_many_jobs_as_the_grid_sweeper_makes(params, command):
+    as_text = {key: ",".join(values) for key, values in params.items()}
+    task = [f"{key}={','.join(values)}" for key, values in command]
+    config = OmegaConf.create(
+        {"hydra": {"sweeper": {"params": as_text}, "overrides": {"task": task}}}
+    )
+    overrides = OverridesParser.create().parse_overrides(
+        [*(f"{k}={v}" for k, v in as_text.items()), *task]
+    )
+    (jobs,) = GridSweeper.split_arguments(overrides, None)
+    total, swept = console.planned(config)
+    assert total == len(jobs)
+    cells = {cell for job in jobs for cell in job}  # each "key=value" of any job
+    keys = [cell.split("=")[0] for cell in cells]
+    assert len(swept) == len(set(swept)) and set(swept) == {k for k in keys if keys.count(k) > 1}
 
 
 def test_a_key_swept_in_the_config_and_on_the_command_line_is_one_setting_of_the_jobs_line(
