@@ -232,7 +232,7 @@ def _numeric(ax: Axes, param: str, values: pd.Series, scores: pd.Series, nulls: 
     if log := _log_scale(param, values):
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide
-        if len(unique) <= 6:  # a grid: its values are the ticks
+        if _spread(unique):  # a grid: its values are the ticks
             ticks = unique
     elif (values == values.round()).all():  # epochs, widths, depths: no 1.25
         ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
@@ -255,6 +255,15 @@ def _numeric(ax: Axes, param: str, values: pd.Series, scores: pd.Series, nulls: 
     ax.scatter([x] * len(nulls), nulls, color="0.35", marker="s")  # no run's colour
     ax.axvline(between, color="0.6", lw=0.8, ls=":")  # null is no number
     ax.set_xticks([x, *ticks], ["null", *(f"{v:.4g}" for v in ticks)])
+
+
+def _spread(values: Sequence[float]) -> bool:
+    """Whether a log axis can name each of ``values`` (sorted, positive) with a tick: a
+    grid's few values, spread out. Close ones (a search's draws) would overlap."""
+    if not 1 < len(values) <= 6:
+        return len(values) == 1
+    logs = np.log10(values)
+    return bool(np.diff(logs).min() >= (logs[-1] - logs[0]) / 6)
 
 
 def _parallel(

@@ -1,5 +1,6 @@
 """The side-by-side table and summary.png of collected sweeps."""
 
+import itertools
 import struct
 from collections import Counter
 from pathlib import Path
@@ -192,6 +193,34 @@ def test_a_setting_of_null_or_a_flag_is_drawn_and_named_as_a_config_writes_it(ru
     assert "0: init_std=null, optimizer.amsgrad=true" in legend
     table = (tmp_path / "s" / "summary.md").read_text()
     assert "True" not in table and "| true " in table and "| null " in table
+
+
+def test_the_tick_labels_of_a_parameter_never_overlap():
+    # A grid's few values are its ticks; a search's few draws may be close (0.08454 and
+    # 0.09857 of a log axis), and then the axis keeps its own ticks.
+    names = ["a", "b", "c", "d"]
+    histories = {name: history([1.0, 2.0]) for name in names}
+    for stds, nulls in ((([0.08454, 0.09857, 0.3, 0.0051]), 0), ([0.08454, 0.09857, 0.3], 1),
+                        ([0.01, 0.05, 0.1, 0.5], 0)):  # fmt: skip
+        values = [None] * nulls + stds
+        runs = pd.DataFrame({"legend": names[: len(values)], "val_acc": 0.5},
+                            index=names[: len(values)])  # fmt: skip
+        runs["init_std"] = pd.Series(values, index=runs.index, dtype=object)
+        figure = summary_figure(runs, histories, ["init_std"], "val_acc")
+        panel = figure.axes[2]
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()  # the ticks, as saved
+        renderer = canvas.get_renderer()
+        low, high = panel.get_xlim()
+        boxes = sorted(
+            (label.get_window_extent(renderer) for label in panel.get_xticklabels()
+             if label.get_text() and low <= label.get_position()[0] <= high),
+            key=lambda box: box.x0,
+        )  # fmt: skip
+        assert len(boxes) >= 2
+        assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes)), stds
+        if stds == [0.01, 0.05, 0.1, 0.5]:  # a grid's values, spread out: they are the ticks
+            assert [t.get_text() for t in panel.get_xticklabels()] == ["0.01", "0.05", "0.1", "0.5"]
 
 
 def test_null_beside_numbers_keeps_their_axis_and_order():
