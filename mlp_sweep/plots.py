@@ -18,7 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import TightLayoutEngine
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter
 
 from mlp_sweep.records import PARETO_PLOT, STUDY_PLOTS, atomic_write, direction
 
@@ -255,6 +255,9 @@ def _numeric(ax: Axes, param: str, values: pd.Series, scores: pd.Series, nulls: 
     ax.scatter([x] * len(nulls), nulls, color="0.35", marker="s")  # no run's colour
     ax.axvline(between, color="0.6", lw=0.8, ls=":")  # null is no number
     ax.set_xticks([x, *ticks], ["null", *(f"{v:.4g}" for v in ticks)])
+    if log:  # the numbers' minor ticks, none in null's column
+        minor = ax.xaxis.get_minor_locator().tick_values(between, high * 10)  # and margin
+        ax.xaxis.set_minor_locator(FixedLocator([t for t in minor if t > between]))
 
 
 def _spread(values: Sequence[float]) -> bool:

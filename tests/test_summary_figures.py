@@ -245,6 +245,10 @@ def test_null_beside_numbers_keeps_their_axis_and_order():
         assert shown[0] == "null" and len(shown) <= 6
         red, green, blue, _ = panel.collections[1].get_facecolor()[0]  # the null runs:
         assert red == green == blue  # grey, no run's colour in the curves' legend
+        (divide,) = [line.get_xdata()[0] for line in panel.lines]  # null | numbers
+        low, high = panel.get_xlim()
+        minor = [t for t in panel.xaxis.get_minorticklocs() if low <= t <= high]
+        assert minor and min(minor) > divide  # the numbers' minor ticks, none in null's column
         if stds == grid:
             assert shown == ["null", "1e-05", "0.001", "0.1"]
         parallel = figure.axes[-2]  # then its colour bar
