@@ -405,13 +405,19 @@ def _lay_out(fig: Figure) -> None:
     only to lay it out); and given a rectangle to fit the panels in, as it is by default (the
     whole figure), it measures every panel twice, the second time to the same result. (Some
     of Optuna's figures come with tight_layout's engine: it is taken off.) A colour bar made
-    beside the panels, out of their grid (Optuna's slice figure), stays where it is, and the
-    panels end left of it."""
+    beside the panels, out of their grid (Optuna's slice figure), goes to the figure's right
+    edge, its labels inside it, and the panels end left of it."""
     fig.set_layout_engine("none")
     TightLayoutEngine(rect=None).execute(fig)
-    beside = [ax.get_position().x0 for ax in fig.axes if ax.get_subplotspec() is None]
-    if beside and min(beside) > 0.5:  # right of the panels
-        fig.subplots_adjust(right=min(fig.subplotpars.right, min(beside) - 0.03))
+    beside = [ax for ax in fig.axes if ax.get_subplotspec() is None]
+    if not beside or min(ax.get_position().x0 for ax in beside) <= 0.5:
+        return  # none, or not right of the panels
+    width = fig.bbox.width
+    if get_renderer := getattr(fig.canvas, "get_renderer", None):  # Agg, as plot_study draws
+        for ax in beside:
+            ends = ax.get_tightbbox(get_renderer()).x1
+            ax.set_position(ax.get_position().translated((fig.bbox.x1 - 8 - ends) / width, 0))
+    fig.subplots_adjust(right=min(ax.get_position().x0 for ax in beside) - 24 / width)
 
 
 def save(fig: Figure, path: Path) -> None:

@@ -118,6 +118,8 @@ def test_a_studys_colour_bar_covers_no_panel(tmp_path, monkeypatch):
     box = bar.get_tightbbox(renderer)
     assert not any(box.overlaps(ax.get_tightbbox(renderer)) for ax in panels)
     assert box.x1 <= figure.bbox.x1  # its labels inside the figure
+    assert figure.bbox.x1 - box.x1 <= 0.02 * figure.bbox.width  # and no empty band right of it
+    assert min(ax.get_position().x0 for ax in panels) < 0.1  # the panels fill the rest
     save(figure, tmp_path / "slice.png")
 
 
