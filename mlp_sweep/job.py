@@ -446,9 +446,11 @@ def begin(
 
 def _take_folder(life: Life, stacked: dict[str, Any] | None = None) -> RunRecord:
     """Write the run's .hydra/ and first metrics.json over what an earlier attempt left."""
-    if life.plan.action == checkpoint.FRESH:
-        for name in _OUTPUT_FILES:  # an earlier attempt's, which this one replaces
-            (life.out / name).unlink(missing_ok=True)
+    # An earlier attempt's files, which this one replaces; a run that continues one keeps
+    # them but its figure, of the epochs before only (a figure lost now is drawn anew).
+    stale = _OUTPUT_FILES if life.plan.action == checkpoint.FRESH else (records.CURVES_FILE,)
+    for name in stale:
+        (life.out / name).unlink(missing_ok=True)
     _write_hydra_record(life.out, life.cfg, life.hydra_cfg, life.full_cfg)
     life.record = RunRecord(
         life.out, life.cfg, life.hydra_cfg, life.device, life.started, stacked=stacked

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO
+from conftest import REPO, run_in_process
 
-from mlp_sweep import job
+from mlp_sweep import cli, job
 from mlp_sweep.errors import ConfigError
 
 # Big enough that an epoch of mnist_5k takes a noticeable fraction of a second, and long
@@ -103,6 +103,25 @@ def test_a_grid_rerun_into_its_folder_skips_complete_jobs_and_continues_the_rest
     assert resumed["status"] == "complete" and resumed["epochs_run"] == 5
     assert values(resumed["history"][: before["epochs_run"]]) == values(before["history"])
     assert read(grid / "2" / "metrics.json")["status"] == "complete"
+
+
+def test_a_continued_runs_figure_is_never_its_earlier_attempts(
+    interrupted_grid, tmp_path, monkeypatch
+):
+    """The run continued in job 1's folder loses its new curves.png (as with the process
+    drawing it killed): the folder holds no curves.png of its earlier, shorter attempt, and
+    `mlp-sweep collect` draws the one missing."""
+    grid = tmp_path / "grid"
+    subprocess.run(["cp", "-a", str(interrupted_grid / "grid"), str(grid)], check=True)
+    assert (grid / "1" / "curves.png").is_file()  # the interrupted attempt's
+    monkeypatch.setattr(job.drawing, "curves", lambda *args, **kwargs: None)  # lost
+    grid_args = ["-m", "hidden=[20],[1500],[30]", "epochs=5", f"hydra.sweep.dir={grid}"]
+    assert run_in_process(*grid_args, "hydra/launcher=basic", cwd=tmp_path).code == 0
+    assert read(grid / "1" / "metrics.json")["epochs_run"] == 5
+    assert not (grid / "1" / "curves.png").exists()
+    monkeypatch.undo()
+    assert cli.main(["collect", str(grid)]) == 0
+    assert (grid / "1" / "curves.png").is_file()
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
