@@ -469,17 +469,20 @@ def end_epoch(
     """Record a finished epoch: metrics.json, checkpoint.pt, the loggers, the study (whose
     pruner may raise ``optuna.TrialPruned``)."""
     record = life.record
-    record.add_epoch(epoch)
-    # The checkpoint first: a run stopped between the two writes resumes from this epoch.
-    checkpoint.save(
-        life.out / records.CHECKPOINT_FILE,
-        model=model,
-        optimizer=optimizer,
-        generator=generator,
-        record=record.data,
-        scheduler=life.schedule.scheduler if life.schedule is not None else None,
-    )
-    record.save()
+    # Ctrl-C meanwhile waits for both writes: a run stopped as it saved an epoch would say
+    # it holds that epoch beside a checkpoint without it, and start it over.
+    with interrupts.deferred():
+        record.add_epoch(epoch)
+        # The checkpoint first: a run killed between the two writes resumes from this epoch.
+        checkpoint.save(
+            life.out / records.CHECKPOINT_FILE,
+            model=model,
+            optimizer=optimizer,
+            generator=generator,
+            record=record.data,
+            scheduler=life.schedule.scheduler if life.schedule is not None else None,
+        )
+        record.save()
     record.loggers.log_epoch({**epoch, "lr": optimizer.param_groups[0]["lr"]})
     if life.report is not None:
         life.report(epoch)

@@ -346,6 +346,25 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_1(run_script,
     ]
 
 
+def test_ctrl_c_while_an_epoch_is_saved_keeps_the_record_and_checkpoint_together(
+    ctrl_c, tmp_path, monkeypatch
+):
+    """Ctrl-C pressed while the first epoch's checkpoint is written: the run stops once
+    both its checkpoint and its metrics.json hold that epoch, so that the same command
+    continues from it (a record of one epoch beside no checkpoint started over)."""
+    save = job.checkpoint.save
+
+    def pressed_meanwhile(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # handled at Python's next step, inside the save
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(job.checkpoint, "save", pressed_meanwhile)
+    assert run_in_process("epochs=3", "hydra.run.dir=r", cwd=tmp_path).code == 130
+    stopped = read(tmp_path / "r" / "metrics.json")
+    assert stopped["status"] == "interrupted" and stopped["epochs_run"] == 1
+    assert (tmp_path / "r" / "checkpoint.pt").is_file()
+
+
 def test_a_full_disk_fails_the_run_with_one_line_and_keeps_its_record(tmp_path):
     def small_disk() -> None:  # files beyond 200 kB fail to write, as on a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
