@@ -30,6 +30,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ class _Drawer:
         self.process: subprocess.Popen[str] | None = None
         self.handed = 0  # tasks handed to the process
         self.studies: list[dict[str, Any]] = []  # its study figures: redrawn here if it dies
+        self.started: float | None = None  # when it started (its clock: time.time)
+        self.died = False  # found dead as a task was handed over
 
     def start(self) -> None:
         with self.lock:
@@ -59,6 +62,7 @@ class _Drawer:
                 return
             self.handed = 0
             self.studies = []
+            self.started, self.died = time.time(), False
             # -P: the working folder is not put first on the path, where a checkout of
             # another version would be imported instead of this one
             code = "from mlp_sweep import drawing; drawing.serve()"
@@ -91,6 +95,7 @@ class _Drawer:
                 return True
             except (OSError, ValueError):  # it died: the rest are drawn here
                 self.process = None
+                self.died = True
                 return False
 
     def finish(self) -> int:
@@ -98,6 +103,7 @@ class _Drawer:
         summary's tables could not be written; anything else: it died), 0 if there was none."""
         with self.lock:
             process, self.process = self.process, None
+            self.started = None
         if process is None:
             return 0
         if not self.handed:  # a sweep refused, or one that finished no run: nothing to wait for
@@ -235,20 +241,35 @@ def summarise(sweep_dir: Path) -> bool:
     it was done, the summary is written here, and the files it was writing are removed. True
     if the tables are written (a figure that cannot be drawn is named, and that is all)."""
     task = {"summary": str(sweep_dir), "metric": None, "live": False}
+    started = _drawer.started
     if not _drawer.send(task):
+        died = _drawer.died
         finish()
+        if died or started is not None:
+            _remove_leftovers(sweep_dir, None if died else started)
         return _try(task)
     studies = _drawer.studies
     status = _drawer.finish()
     if status in (0, TABLES_FAILED):
+        _remove_leftovers(sweep_dir, started)  # an earlier session's
         return status == 0
-    # Only that process writes these (the sweep holds its folder).
-    for pattern in (".summary.*.tmp", "**/.curves.png.*.tmp", ".optuna_*.png.*.tmp"):
-        for leftover in Path(sweep_dir).glob(pattern):
-            leftover.unlink(missing_ok=True)
+    _remove_leftovers(sweep_dir)
     for study in studies:
         _try(study)
     return _try(task)
+
+
+def _remove_leftovers(sweep_dir: Path, before: float | None = None) -> None:
+    """Remove the files that a process drawing this sweep's figures left half-written, as
+    it died: every one, or those written before ``before`` (a ``time.time()``: an earlier
+    session's). Only that process writes them, and the sweep holds its folder."""
+    for pattern in (".summary.*.tmp", "**/.curves.png.*.tmp", ".optuna_*.png.*.tmp"):
+        for leftover in Path(sweep_dir).glob(pattern):
+            try:
+                if before is None or leftover.stat().st_mtime < before:
+                    leftover.unlink()
+            except FileNotFoundError:
+                pass
 
 
 # The figures' process's exit status when the last summary's tables could not be written.

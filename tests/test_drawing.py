@@ -85,6 +85,21 @@ def test_a_summary_lost_with_the_figures_process_is_written_by_the_sweep(tmp_pat
     assert not leftover.exists()
 
 
+def test_what_a_figures_process_that_died_mid_sweep_left_half_written_is_removed(tmp_path, run_app):
+    """The figures' process dies as it writes a run's curves.png, long before the sweep
+    ends: the sweep, which then draws the rest itself, removes what it left."""
+    assert run_app("-m", "hidden=20,30", "epochs=1", "hydra.sweep.dir=s").code == 0
+    sweep = tmp_path / "s"
+    leftover = sweep / "0" / ".curves.png.k1ll3d.tmp"
+    leftover.write_bytes(b"")
+    drawing._drawer.start()
+    drawing._drawer.process.kill()
+    drawing._drawer.process.wait()  # dead: the summary cannot be handed over
+    end = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    CollectSweep().on_multirun_end(config=end)
+    assert (sweep / "summary.png").is_file() and not leftover.exists()
+
+
 def test_a_studys_figures_lost_with_the_figures_process_are_drawn_by_the_sweep(tmp_path, run_app):
     """The figures' process takes a search's study figures and dies before it draws them:
     the sweep draws them itself, from the study's database, when it ends."""
@@ -234,10 +249,14 @@ def test_a_curves_png_lost_with_the_drawing_process_is_drawn_again(
     lost = tmp_path / "s" / run / "curves.png"
     kept = (tmp_path / "s" / run / "metrics.json").read_text()
     lost.unlink()  # as a kill of the sweep and its drawing process leaves it
+    leftover = lost.parent / ".curves.png.k1ll3d.tmp"  # and the figure it was writing
+    leftover.write_bytes(b"")
+    os.utime(leftover, (time.time() - 60, time.time() - 60))
 
     again = run_script(*sweep)
     assert again.code == 0, again.err
     assert lost.read_bytes()[:4] == PNG
+    assert not leftover.exists()  # the new session's figures' process ended well: it is old
     assert (tmp_path / "s" / run / "metrics.json").read_text() == kept  # not trained again
 
     lost.unlink()
