@@ -86,8 +86,9 @@ def collect(
                 epochs[label] = history
     runs = pd.DataFrame(rows)
     extra = [col for col in runs.columns if col not in (*_FIXED_COLUMNS, "label")]
-    if any(isinstance(r.get("epochs_run"), int) for r in rows):  # whole beside a run without
-        runs["epochs_run"] = pd.Series([r.get("epochs_run") for r in rows], dtype=object)
+    for col in ("epochs_run", "n_params"):  # whole numbers, beside a run without one
+        if any(isinstance(r.get(col), int) for r in rows):
+            runs[col] = pd.Series([r.get(col) for r in rows], dtype=object)
     for col in extra:
         # As read: an integer stays one, and a setting of null (init_std=null, PyTorch's own
         # init) stays None, apart from NaN: a setting the run has not (momentum for Adam).
@@ -244,7 +245,7 @@ def to_markdown(c: Collection, title: str, sort: str | None = None, top: int | N
     winner = best(c)
     if winner is not None:
         where = f"run {winner['label']} ({setting(winner, c.params)})"
-        lines += [f"Best: {where}: {c.metric} {winner[c.metric]:.4f}", ""]
+        lines += [f"Best: {where}: {objectives.show(c.metric, winner[c.metric])}", ""]
     failed = c.runs[c.runs["error"].notna()]
     if len(failed):
         lines += ["## Errors", ""]
@@ -370,7 +371,7 @@ def _read_run(run_dir: Path, history: bool = True) -> tuple[dict[str, Any], pd.D
         "path": str(run_dir),
         "objective": m["objective"]["metric"],
         **{k: _number(v) for k, v in figures.items()},
-        "n_params": _number(m["final"].get("n_params")),
+        "n_params": _count(m["final"].get("n_params")),
     }
     trial = m.get("trial")
     if isinstance(trial, dict) and isinstance(trial.get("number"), int):
@@ -380,6 +381,11 @@ def _read_run(run_dir: Path, history: bool = True) -> tuple[dict[str, Any], pd.D
     return row, pd.DataFrame(m["history"], columns=records.EPOCH_FIELDS).apply(
         pd.to_numeric, errors="coerce"
     )
+
+
+def _count(value: Any) -> int | float:
+    """A whole number as it is; NaN for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else math.nan
 
 
 def _number(value: Any) -> float:

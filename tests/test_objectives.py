@@ -1,6 +1,7 @@
 """Several objectives: `objective=[val_acc,n_params]` in searches and grids, Pareto fronts."""
 
 import json
+import re
 
 import optuna
 import pandas as pd
@@ -70,6 +71,9 @@ def test_a_grid_with_two_objectives_gets_a_pareto_column(size_grid):
     rows = [r.split("|")[2].strip() for r in (size_grid / "summary.md").read_text().splitlines()
             if r.startswith("|") and "---" not in r]  # fmt: skip
     assert rows[0] == "pareto" and "true" in rows and set(rows[1:]) <= {"true", "false"}
+    table = (size_grid / "summary.md").read_text()  # a count of parameters, to the last one
+    assert all(re.search(rf"\|\s+{n} \|", table) for n in summary["n_params"])
+    assert "e+0" not in table
 
 
 def test_compare_ranks_by_any_single_metric(size_grid, capsys):
@@ -78,6 +82,7 @@ def test_compare_ranks_by_any_single_metric(size_grid, capsys):
     assert "ranked by n_params (minimize)" in table
     rows = [line for line in table.splitlines() if line.startswith("|") and "---" not in line]
     assert [row.split("|")[3].strip() for row in rows[1:]] == ["8", "16", "64"]
+    assert "Best: run 0 (hidden=8): n_params 6370\n" in table  # a count, not 6370.0000
 
 
 def test_runs_beaten_on_every_objective_are_off_the_front():
