@@ -74,6 +74,9 @@ def _positive(text: str) -> int:
 
 def _collect(args: argparse.Namespace) -> int:
     (sweep_dir,) = args.dirs
+    if (refused := _not_one_sweep(sweep_dir)) is not None:
+        print(f"error: {sweep_dir} {refused}", file=sys.stderr)
+        return 2
     _, text = collect.write_summary(sweep_dir, args.metric)
     drawing.draw_missing(sweep_dir)  # a run's curves.png lost with the sweep's drawing process
     if not text:
@@ -82,6 +85,24 @@ def _collect(args: argparse.Namespace) -> int:
     print(text)
     print(f"\nwrote {_SUMMARY_FILES} in {sweep_dir}")
     return 0
+
+
+def _not_one_sweep(folder: Path) -> str | None:
+    """Why ``folder`` is no sweep's own folder, whose summary `collect` may write: a run's
+    folder, or one holding several sweeps (each a folder with its multirun.yaml)."""
+    if folder in collect.run_dirs(folder):
+        return (
+            "is a run's folder: collect writes the summary of a sweep's folder; "
+            f"`mlp-sweep compare {folder}` shows the run"
+        )
+    inner = sorted(p.parent for p in folder.rglob("multirun.yaml") if p.parent != folder)
+    if inner:
+        names = ", ".join(p.relative_to(folder).as_posix() for p in inner)
+        return (
+            f"holds the sweeps {names}: collect writes one sweep's summary, in its folder; "
+            f"`mlp-sweep compare {folder}` ranks them all"
+        )
+    return None
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -38,6 +38,21 @@ def test_collect_rebuilds_the_summary_the_sweep_wrote(sweeps, tmp_path, capsys):
     assert "Best: run" in capsys.readouterr().out
 
 
+def test_collect_takes_one_sweeps_folder_and_writes_nothing_elsewhere(sweeps, tmp_path, capsys):
+    """A run's folder, or a folder holding several sweeps, has no summary of its own:
+    collect refuses it in one line (compare ranks them), and writes nothing there."""
+    root = tmp_path / "outputs"
+    for name in ("slow", "fast"):
+        shutil.copytree(sweeps[name], root / name)
+    before = sorted(p for p in root.rglob("*"))
+    for folder, says in ((root / "slow" / "0", "is a run's folder"),
+                         (root, "holds the sweeps fast, slow")):  # fmt: skip
+        assert cli.main(["collect", str(folder)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {folder} {says}") and "mlp-sweep compare" in line
+    assert sorted(p for p in root.rglob("*")) == before
+
+
 def test_compare_puts_sweeps_side_by_side(sweeps, capsys):
     assert cli.main(["compare", str(sweeps["slow"]), str(sweeps["fast"])]) == 0
     out = capsys.readouterr().out
