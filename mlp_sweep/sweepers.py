@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import ConfigCompositionException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
@@ -152,6 +153,20 @@ def _check_one_folder(
             )
 
 
+def _composed(composer: JobComposer, num: int, overrides: list[str], jobs: int) -> DictConfig:
+    """Job ``num``'s config; one of several that cannot be composed is named (a key that
+    one of the grid's config group choices lacks: ``optimizer=sgd,adam
+    optimizer.momentum=0.5``)."""
+    try:
+        return composer.compose(overrides)
+    except ConfigCompositionException as err:
+        if jobs == 1:
+            raise
+        raise ConfigCompositionException(
+            f"job #{num} ({' '.join(overrides)}) cannot be composed: {err}"
+        ) from err.__cause__
+
+
 class GridSweeper(BasicSweeper):
     """Compose and check all jobs of the grid up front, so one bad value (``lr=0.1,-1``), an
     optimizer setting the optimizer refuses, or a job folder holding another run stops the
@@ -191,7 +206,7 @@ class GridSweeper(BasicSweeper):
         batches = self.split_arguments(overrides, self.max_batch_size)
         jobs = [list(j) for batch in batches for j in batch]
         composer = JobComposer(loader, self.config)
-        configs = [composer.compose(j) for j in jobs]
+        configs = [_composed(composer, num, job_, len(jobs)) for num, job_ in enumerate(jobs)]
         folders = [compose.number(cfg, num) for num, cfg in enumerate(configs)]
         _check_one_folder(self.config, configs, jobs)
         if (shared := compose.shared_folder(folders)) is not None:

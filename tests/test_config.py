@@ -206,6 +206,16 @@ def test_a_sweep_refused_for_bad_input_says_why_in_one_line(run_app, recwarn, sw
     assert [str(w.message) for w in recwarn if "Callback" in str(w.message)] == []
 
 
+def test_a_key_that_one_of_a_grids_choices_lacks_names_that_job(run_app, tmp_path):
+    result = run_app("-m", "optimizer=sgd,adam", "optimizer.momentum=0.5", "epochs=1")
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [
+        "error: job #1 (optimizer=adam optimizer.momentum=0.5 epochs=1) cannot be composed: "
+        "Could not override 'optimizer.momentum': Key 'momentum' is not in struct"
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.parametrize(
     ("subdir", "reason"),
     [
