@@ -34,6 +34,7 @@ LOG_SCALE = ("lr", "init_std")
 LOG_SPAN = 20  # any other numeric parameter whose largest value is more than this x its least
 PARALLEL_FROM = 3  # swept parameters from which summary.png adds a parallel-coordinates panel
 LEGEND_BESIDE = 45  # runs' settings longer than this: the legend gets a row below the curves
+LEGEND_INSIDE = 4  # and so it does for more runs than this, whose curves it would cover
 LEGEND_WIDE = 230  # and is cut at this many characters (the table holds every setting)
 LABEL_WIDE = 30  # a value's label on an axis is cut to this many characters
 
@@ -113,14 +114,17 @@ def summary_figure(
     labels = {run: str(runs.at[run, "legend"] if run in runs.index else run) for run in histories}
     # A legend of more runs than colours names two runs by one colour (and hides the curves).
     few = len(histories) <= len(matplotlib.rcParams["axes.prop_cycle"])
-    # Settings too long for a legend beside the curves get a row of their own below them.
-    below = few and max(map(len, labels.values()), default=0) > LEGEND_BESIDE
+    # A legend inside the curves covers some of them: one of more than a few runs, or of
+    # settings too long, gets a row of its own below them (two columns of short settings).
+    longest = max(map(len, labels.values()), default=0)
+    below = few and (len(histories) > LEGEND_INSIDE or longest > LEGEND_BESIDE)
+    columns = 2 if longest <= LEGEND_BESIDE else 1
     # The curves, (their legend,) then the parameters, 4 to a row, then the parallel
     # coordinates; only the panels drawn are made (an Axes costs about as much to make as to
     # draw).
     heights = [3.8] * (1 + -(-len(params) // ncols) + parallel)
     if below:
-        heights.insert(1, 0.3 + 0.17 * len(histories))
+        heights.insert(1, 0.3 + 0.17 * -(-len(histories) // columns))
     # not pyplot's: nothing to close, faster import
     fig = Figure(figsize=(4.5 * ncols, sum(heights)))
     grid = fig.add_gridspec(len(heights), ncols, height_ratios=heights)
@@ -138,7 +142,9 @@ def summary_figure(
         ax_legend.axis("off")
         handles, texts = ax_curve.get_legend_handles_labels()
         texts = [t if len(t) <= LEGEND_WIDE else f"{t[: LEGEND_WIDE - 1]}…" for t in texts]
-        ax_legend.legend(handles, texts, loc="upper left", fontsize="small", frameon=False)
+        ax_legend.legend(
+            handles, texts, loc="upper left", fontsize="small", frameon=False, ncols=columns
+        )
     first = 1 + below  # the first row of parameters
     for i, param in enumerate(params):
         _scatter(fig.add_subplot(grid[first + i // ncols, i % ncols]), runs, param, metric)

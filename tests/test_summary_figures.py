@@ -42,7 +42,9 @@ def test_three_swept_parameters_add_a_parallel_coordinates_row(run_app, tmp_path
     assert run_app(*args, "init_std=0.01,0.3", "hydra.sweep.dir=outputs/three").code == 0
     two = png_size(tmp_path / "outputs/two/summary.png")
     three = png_size(tmp_path / "outputs/three/summary.png")
-    assert two[1] == 2 * 380 and three[1] == 3 * 380  # curves, parameters (, parallel)
+    assert two[1] == 2 * 380  # curves, parameters
+    legend = round(100 * (0.3 + 0.17 * 4))  # the 8 runs' legend, in two columns
+    assert three[1] == 3 * 380 + legend  # and parallel coordinates
 
 
 def test_a_summary_figure_is_drawn_once_when_it_is_saved(tmp_path):
@@ -179,6 +181,22 @@ def test_settings_too_long_to_sit_beside_the_curves_get_a_legend_row_of_their_ow
     assert len(panels) == 3 and not any(box.overlaps(panel) for panel in panels)
     shown = [text.get_text() for text in legend.get_texts()]
     assert shown[:-1] == names[:-1] and shown[-1].endswith("…") and len(shown[-1]) < 240
+
+
+def test_the_legend_of_more_than_a_few_runs_covers_none_of_their_curves():
+    names = [f"{i}: hidden={50 * 2 ** (i // 2)}, lr={0.1 if i % 2 else 0.5}" for i in range(8)]
+    histories = {
+        name: history([1.0, 2.0, 3.0], val_acc=0.9 - i / 20) for i, name in enumerate(names)
+    }
+    runs = pd.DataFrame({"legend": names, "lr": 0.1, "val_acc": 0.5}, index=names)
+    figure = summary_figure(runs, histories, ["lr"], "val_acc")
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    (legend,) = [ax.get_legend() for ax in figure.axes if ax.get_legend()]
+    box = legend.get_window_extent(renderer)
+    panels = [ax.get_window_extent(renderer) for ax in figure.axes if ax.axison]
+    assert len(panels) == 3 and not any(box.overlaps(panel) for panel in panels)
+    assert [text.get_text() for text in legend.get_texts()] == names
+    assert box.height < 0.6 * panels[0].height  # short settings: in two columns
 
 
 def test_a_setting_of_null_or_a_flag_is_drawn_and_named_as_a_config_writes_it(run_app, tmp_path):
