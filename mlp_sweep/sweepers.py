@@ -26,6 +26,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from mlp_sweep import compose, records
 from mlp_sweep.compose import JobComposer
@@ -160,8 +161,8 @@ def _composed(composer: JobComposer, num: int, overrides: list[str], jobs: int) 
     try:
         return composer.compose(overrides)
     except ConfigCompositionException as err:
-        if jobs == 1:
-            raise
+        if jobs == 1 or not isinstance(err.__cause__, OmegaConfBaseException):
+            raise  # one job, or a message that names its value (model=foo is invalid)
         raise ConfigCompositionException(
             f"job #{num} ({' '.join(overrides)}) cannot be composed: {err}"
         ) from err.__cause__
