@@ -89,19 +89,32 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _not_one_sweep(folder: Path) -> str | None:
     """Why ``folder`` is no sweep's own folder, whose summary `collect` may write: a run's
-    folder, or one holding several sweeps (each a folder with its multirun.yaml)."""
-    if folder in collect.run_dirs(folder):
+    folder, or one holding several sweeps (a grid's folder holds its multirun.yaml, a
+    search's runs name their study) or runs of no sweep."""
+    runs = collect.run_dirs(folder)
+    if folder in runs:
         return (
             "is a run's folder: collect writes the summary of a sweep's folder; "
             f"`mlp-sweep compare {folder}` shows the run"
         )
+    several = f"collect writes one sweep's summary, in its folder; `mlp-sweep compare {folder}`"
     inner = sorted(p.parent for p in folder.rglob("multirun.yaml") if p.parent != folder)
     if inner:
         names = ", ".join(p.relative_to(folder).as_posix() for p in inner)
-        return (
-            f"holds the sweeps {names}: collect writes one sweep's summary, in its folder; "
-            f"`mlp-sweep compare {folder}` ranks them all"
-        )
+        return f"holds the sweeps {names}: {several} ranks them all"
+    if (folder / "multirun.yaml").is_file():
+        return None  # a grid's folder: its runs are its own
+    studies = set()
+    for run in runs:
+        try:
+            trial = records.read_metrics(run).get("trial")
+        except ValueError:
+            continue  # collect lists it as incomplete
+        studies.add(trial.get("study") if isinstance(trial, dict) else None)
+    if None in studies:
+        return f"holds runs of no sweep: {several} ranks them"
+    if len(studies) > 1:
+        return f"holds the studies {', '.join(sorted(studies))}: {several} ranks them all"
     return None
 
 

@@ -53,6 +53,24 @@ def test_collect_takes_one_sweeps_folder_and_writes_nothing_elsewhere(sweeps, tm
     assert sorted(p for p in root.rglob("*")) == before
 
 
+def test_collect_refuses_a_folder_of_studies_or_of_single_runs(tmp_path, capsys):
+    for study in ("s1", "s2"):
+        search = ["hparams_search=optuna", f"hydra.sweeper.study_name={study}"]
+        assert (
+            run_in_process(*search, "hydra.sweeper.n_trials=1", "epochs=1", cwd=tmp_path).code == 0
+        )
+    for run in ("a", "b"):
+        assert run_in_process("epochs=1", f"hydra.run.dir=runs/{run}", cwd=tmp_path).code == 0
+    for folder, says in ((tmp_path / "outputs" / "optuna", "holds the studies s1, s2"),
+                         (tmp_path / "runs", "holds runs of no sweep")):  # fmt: skip
+        assert cli.main(["collect", str(folder)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {folder} {says}: ") and "mlp-sweep compare" in line
+        assert not list(folder.glob("summary*"))
+    study = tmp_path / "outputs" / "optuna" / "s1"  # a study's own folder is one sweep's
+    assert cli.main(["collect", str(study)]) == 0 and (study / "summary.md").is_file()
+
+
 def test_compare_puts_sweeps_side_by_side(sweeps, capsys):
     assert cli.main(["compare", str(sweeps["slow"]), str(sweeps["fast"])]) == 0
     out = capsys.readouterr().out
