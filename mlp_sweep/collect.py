@@ -483,7 +483,12 @@ def _markdown(table: pd.DataFrame, params: Sequence[str]) -> str:
         shown[col] = pd.Series(cells, index=shown.index, dtype=object)
     if "pareto" in shown.columns:  # a flag, as the settings' flags are written
         shown["pareto"] = [_short(bool(v)) for v in shown["pareto"]]
-    return shown.to_markdown(index=False, floatfmt=".4g")
+    # Counts whole, whatever the NaN of a run without one makes of their column.
+    formats = [".0f" if col in _COUNTS else ".4g" for col in shown.columns]
+    return shown.to_markdown(index=False, floatfmt=formats)
+
+
+_COUNTS = ("n_params", "epochs_run")
 
 
 def _sweep_names(folders: Sequence[Path]) -> list[str]:

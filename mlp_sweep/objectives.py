@@ -63,18 +63,22 @@ def show(objective: Any, result: Any) -> str:
 
     >>> show(["val_acc", "n_params"], [0.91234, 79510])
     'val_acc 0.9123, n_params 79510'
+    >>> show(["n_params", "seconds"], [1033510.0, 12.3456789])
+    'n_params 1033510, seconds 12.3457'
     """
     many = not isinstance(objective, str) and isinstance(result, (list, tuple))
     results = list(result) if many else [result] * len(names(objective))
-    shown = [
-        f"{name} {v}"
-        if not isinstance(v, (int, float))  # null: a metric that was not finite
-        else f"{name} {v:.4f}"
-        if name in records.METRICS
-        else f"{name} {v:.6g}"
-        for name, v in zip(names(objective), results)
-    ]
-    return ", ".join(shown)
+    return ", ".join(f"{name} {_value(name, v)}" for name, v in zip(names(objective), results))
+
+
+def _value(name: str, v: Any) -> str:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return str(v)  # null: a metric that was not finite
+    if name in records.METRICS:
+        return f"{v:.4f}"
+    if name == "n_params" and float(v).is_integer():
+        return str(int(v))  # a count, to its last digit
+    return f"{v:.6g}"
 
 
 def pareto_optimal(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[bool]:

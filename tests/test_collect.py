@@ -377,3 +377,10 @@ def test_compare_out_onto_a_file_is_a_one_line_error(sweeps, tmp_path, capsys, w
     assert cli.main(["compare", str(sweeps["slow"]), "--out", str(tmp_path / where)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --out ") and "is not a folder" in line
+
+
+def test_a_count_is_written_whole_beside_a_run_without_one():
+    counts = pd.Series([1033510, math.nan], dtype=object)
+    table = pd.DataFrame({"run": ["0", "1"], "n_params": counts, "val_acc": [0.91234, math.nan]})
+    text = collect._markdown(table, [])
+    assert "1033510" in text and "e+06" not in text and "0.9123" in text
