@@ -238,8 +238,8 @@ def _numeric(ax: Axes, param: str, values: pd.Series, scores: pd.Series, nulls: 
     if log := _log_scale(param, values):
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1, 3x10^-1, ... collide
-        if _spread(unique):  # a grid: its values are the ticks
-            ticks = unique
+        if len(unique) <= 6:  # a grid: its values are the ticks, but for close ones
+            ticks = _spread(unique)
     elif (values == values.round()).all():  # epochs, widths, depths: no 1.25
         ax.xaxis.set_major_locator(MaxNLocator("auto", steps=[1, 2, 2.5, 5, 10], integer=True))
     if nulls.empty:
@@ -266,13 +266,19 @@ def _numeric(ax: Axes, param: str, values: pd.Series, scores: pd.Series, nulls: 
         ax.xaxis.set_minor_locator(FixedLocator([t for t in minor if t > between]))
 
 
-def _spread(values: Sequence[float]) -> bool:
-    """Whether a log axis can name each of ``values`` (sorted, positive) with a tick: a
-    grid's few values, spread out. Close ones (a search's draws) would overlap."""
-    if not 1 < len(values) <= 6:
-        return len(values) == 1
+def _spread(values: Sequence[float]) -> list[float]:
+    """The least and the greatest of ``values`` (sorted, positive, drawn on a log axis), and
+    those between that are far enough from the last one kept for their labels not to meet
+    (a search's close draws, 0.08454 and 0.09857, would)."""
     logs = np.log10(values)
-    return bool(np.diff(logs).min() >= (logs[-1] - logs[0]) / 6)
+    room = (logs[-1] - logs[0]) / 6
+    kept = [0]
+    for i in range(1, len(values)):
+        if logs[i] - logs[kept[-1]] >= room:
+            kept.append(i)
+    if kept[-1] != len(values) - 1:  # the greatest, in place of one too close to it
+        kept[-1 if len(kept) > 1 else len(kept) :] = [len(values) - 1]
+    return [values[i] for i in kept]
 
 
 def _parallel(

@@ -239,6 +239,8 @@ def test_the_tick_labels_of_a_parameter_never_overlap():
         )  # fmt: skip
         assert len(boxes) >= 2
         assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes)), stds
+        shown = [t.get_text() for t in panel.get_xticklabels() if t.get_text() != "null"]
+        assert shown[0] == f"{min(stds):.4g}" and shown[-1] == f"{max(stds):.4g}"  # the ends
         if stds == [0.01, 0.05, 0.1, 0.5]:  # a grid's values, spread out: they are the ticks
             assert [t.get_text() for t in panel.get_xticklabels()] == ["0.01", "0.05", "0.1", "0.5"]
 
