@@ -32,6 +32,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -109,7 +110,10 @@ def planned(config: DictConfig) -> tuple[int | None, list[str]]:
     total = 1
     for override in final.values():
         if override.is_sweep_override():
-            total *= len(list(override.sweep_string_iterator()))
+            try:
+                total *= len(list(override.sweep_string_iterator()))
+            except HydraException:  # glob(): a group's options, which only the sweeper lists
+                return None, swept  # the bar counts the jobs done, of a total it does not know
     return total, swept
 
 

@@ -204,6 +204,17 @@ def test_a_key_swept_in_the_config_and_on_the_command_line_is_one_setting_of_the
     assert [line.split("  ")[:2] for line in lines] == [["job 0", "lr=0.5"], ["job 1", "lr=1.0"]]
 
 
+def test_a_grid_over_a_groups_options_shows_its_jobs(run_app):
+    result = run_app("-m", "model=glob(*)", "epochs=1")
+    assert result.code == 0, result.err
+    assert "raised" not in result.err  # no callback lost the console
+    lines = [line for line in result.out.splitlines() if line.startswith("job ")]
+    assert [line.split("  ")[:2] for line in lines] == [
+        ["job 0", "model=sigmoid_mse"],
+        ["job 1", "model=softmax_ce"],
+    ]
+
+
 def test_a_sweep_with_several_objectives_shows_its_jobs(run_app):
     result = run_app("-m", "hidden=8,16", "objective=[val_acc,n_params]", "epochs=1")
     assert result.code == 0, result.err
