@@ -21,12 +21,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf, TPESamplerConfig
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
 
 from mlp_sweep import compose, records
 from mlp_sweep.compose import JobComposer
@@ -161,7 +160,7 @@ def _composed(composer: JobComposer, num: int, overrides: list[str], jobs: int) 
     try:
         return composer.compose(overrides)
     except ConfigCompositionException as err:
-        if jobs == 1 or not isinstance(err.__cause__, OmegaConfBaseException):
+        if jobs == 1 or isinstance(err, MissingConfigException):
             raise  # one job, or a message that names its value (model=foo is invalid)
         raise ConfigCompositionException(
             f"job #{num} ({' '.join(overrides)}) cannot be composed: {err}"

@@ -214,6 +214,12 @@ def test_a_key_that_one_of_a_grids_choices_lacks_names_that_job(run_app, tmp_pat
         "Could not override 'optimizer.momentum': Key 'momentum' is not in struct"
     ]
     assert not (tmp_path / "outputs").exists()
+    deleted = run_app("-m", "optimizer=sgd,adam", "~optimizer.momentum", "epochs=1")
+    assert deleted.code == 2
+    assert deleted.err.strip().splitlines() == [
+        "error: job #1 (optimizer=adam ~optimizer.momentum epochs=1) cannot be composed: "
+        "Could not delete from config. 'optimizer.momentum' does not exist."
+    ]
 
 
 @pytest.mark.parametrize(
