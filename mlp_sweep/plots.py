@@ -151,7 +151,8 @@ def summary_figure(
     if parallel:
         _parallel(fig, fig.add_subplot(grid[-1, :]), runs, params, metric)
     inch = 1 / fig.get_figheight()
-    fig.suptitle(f"{len(runs)} runs; {metric} against each swept parameter", y=1 - 0.1 * inch)
+    runs_ = f"{len(runs)} run" if len(runs) == 1 else f"{len(runs)} runs"
+    fig.suptitle(f"{runs_}; {metric} against each swept parameter", y=1 - 0.1 * inch)
     _lay_out(fig)  # the title too: the layout leaves it room above the panels
     return fig
 

@@ -100,7 +100,7 @@ def test_compare_writes_summary_files_where_asked(sweeps, tmp_path):
 
 def test_a_run_folder_alone_can_be_compared(sweeps, capsys):
     assert cli.main(["compare", str(sweeps["slow"] / "0")]) == 0
-    assert "1 runs (1 complete)" in capsys.readouterr().out
+    assert "1 run (1 complete)" in capsys.readouterr().out
 
 
 def test_missing_or_corrupt_metrics_are_listed_as_incomplete_with_a_warning(
