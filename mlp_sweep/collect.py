@@ -226,7 +226,7 @@ def to_markdown(c: Collection, title: str, sort: str | None = None, top: int | N
     lines = [
         f"# {title}",
         "",
-        f"{_runs(len(c.runs))} ({counts or 'none'}), ranked by {c.metric} ({c.direction}).",
+        f"{records.runs(len(c.runs))} ({counts or 'none'}), ranked by {c.metric} ({c.direction}).",
         "",
     ]
     if "pareto" in c.runs.columns:
@@ -489,11 +489,6 @@ def _markdown(table: pd.DataFrame, params: Sequence[str]) -> str:
 
 
 _COUNTS = ("n_params", "epochs_run")
-
-
-def _runs(n: int) -> str:
-    """``1 run``, ``3 runs``."""
-    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def _sweep_names(folders: Sequence[Path]) -> list[str]:

@@ -251,7 +251,8 @@ def summarise(sweep_dir: Path) -> bool:
     studies = _drawer.studies
     status = _drawer.finish()
     if status in (0, TABLES_FAILED):
-        _remove_leftovers(sweep_dir, started)  # an earlier session's
+        if started is not None:
+            _remove_leftovers(sweep_dir, started)  # an earlier session's
         return status == 0
     _remove_leftovers(sweep_dir)
     for study in studies:

@@ -20,6 +20,7 @@ from matplotlib.layout_engine import TightLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter
 
+from mlp_sweep import records
 from mlp_sweep.records import PARETO_PLOT, STUDY_PLOTS, atomic_write, direction
 
 if TYPE_CHECKING:
@@ -151,8 +152,9 @@ def summary_figure(
     if parallel:
         _parallel(fig, fig.add_subplot(grid[-1, :]), runs, params, metric)
     inch = 1 / fig.get_figheight()
-    runs_ = f"{len(runs)} run" if len(runs) == 1 else f"{len(runs)} runs"
-    fig.suptitle(f"{runs_}; {metric} against each swept parameter", y=1 - 0.1 * inch)
+    fig.suptitle(
+        f"{records.runs(len(runs))}; {metric} against each swept parameter", y=1 - 0.1 * inch
+    )
     _lay_out(fig)  # the title too: the layout leaves it room above the panels
     return fig
 
@@ -277,8 +279,12 @@ def _spread(values: Sequence[float]) -> list[float]:
     for i in range(1, len(values)):
         if logs[i] - logs[kept[-1]] >= room:
             kept.append(i)
-    if kept[-1] != len(values) - 1:  # the greatest, in place of one too close to it
-        kept[-1 if len(kept) > 1 else len(kept) :] = [len(values) - 1]
+    last = len(values) - 1
+    if kept[-1] != last:  # the greatest, in place of one too close to it (not the least)
+        if len(kept) > 1:
+            kept[-1] = last
+        else:
+            kept.append(last)
     return [values[i] for i in kept]
 
 

@@ -72,6 +72,11 @@ UMASK = os.umask(0)  # the process umask, which results follow (read by setting 
 os.umask(UMASK)
 
 
+def runs(n: int) -> str:
+    """``1 run``, ``3 runs``: how a summary counts its runs."""
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def direction(metric: str) -> str:
     """Return ``"maximize"`` or ``"minimize"`` for a metric name.
 
